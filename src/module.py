@@ -1,0 +1,214 @@
+"""DetectionModule: a torchvision Faster R-CNN on our FPN, trained and evaluated the COCO way."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torchmetrics import SumMetric
+from torchmetrics.detection import MeanAveragePrecision
+
+from src.inference import detect_with_proposals, to_float_images
+from src.models.detector import build_detector
+from src.optim import build_sgd, scaled_lr, warmup_multistep
+
+# faster_coco_eval prints its whole summary at INFO on every compute; we log the numbers ourselves
+logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
+
+# torchmetrics' names -> ours. Small/medium/large recall of proposals is at 1000, as in Table 1.
+DETECTION_KEYS = {
+    "map": "map", "map_50": "map_50", "map_75": "map_75", "map_small": "map_small",
+    "map_medium": "map_medium", "map_large": "map_large", "mar_1": "mar_1", "mar_10": "mar_10",
+    "mar_100": "mar_100", "mar_small": "mar_small", "mar_medium": "mar_medium",
+    "mar_large": "mar_large",
+}  # fmt: skip
+PROPOSAL_KEYS = {
+    "mar_100": "ar_100", "mar_1000": "ar_1000", "mar_small": "ar_small",
+    "mar_medium": "ar_medium", "mar_large": "ar_large",
+}  # fmt: skip
+
+
+class DetectionModule(pl.LightningModule):
+    """Trains ``build_detector(**detector)`` and reports COCO metrics in original category ids.
+
+    Batches are ``(images, targets)``: images uint8 [3,H,W]; targets dicts with ``boxes``
+    [N,4] xyxy, ``labels`` [N] contiguous 1..K, and for evaluation ``iscrowd`` [N], ``area`` [N].
+
+    Args:
+        detector: keyword arguments of ``src.models.detector.build_detector`` except
+            ``num_classes`` (variant, backbone, knobs); plain values, saved in checkpoints.
+        categories: ``[{"id": original_id, "name": str}]``; label i+1 is ``categories[i]``.
+        lr: fixed learning rate; ``None`` scales ``base_lr`` linearly from ``base_batch_size``
+            to the effective batch (per-device batch x devices x accumulation).
+        warmup_steps: linear warm-up length, capped at a tenth of the run for short runs.
+        milestones: fractions of training where the rate drops by ``gamma``.
+        proposal_recall: also measure the RPN's class-agnostic AR@100/1000 (Table 1).
+    """
+
+    def __init__(
+        self,
+        detector: dict[str, Any],
+        categories: Sequence[dict[str, Any]],
+        *,
+        lr: float | None = None,
+        base_lr: float = 0.02,
+        base_batch_size: int = 16,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        norm_weight_decay: float = 0.0,
+        bias_weight_decay: float = 0.0,
+        warmup_steps: int = 500,
+        warmup_factor: float = 0.001,
+        milestones: Sequence[float] = (2 / 3, 8 / 9),
+        gamma: float = 0.1,
+        proposal_recall: bool = True,
+    ) -> None:
+        super().__init__()
+        if not categories:
+            raise ValueError("categories is empty: the dataset defines no category")
+        if "num_classes" in detector:
+            raise ValueError("detector must not set num_classes: it comes from categories")
+        self.save_hyperparameters()
+        self.categories = [dict(c) for c in categories]
+        self.model = build_detector(num_classes=len(self.categories) + 1, **detector)
+        # label i+1 -> original COCO category id, on the model's device
+        self.register_buffer(
+            "category_ids", torch.tensor([int(c["id"]) for c in self.categories]), persistent=False
+        )
+        self.metrics = torch.nn.ModuleDict()
+        for stage in ("val", "test"):
+            self.metrics[f"{stage}_det"] = MeanAveragePrecision(backend="faster_coco_eval")
+            self.metrics[f"{stage}_images"] = SumMetric()
+            if proposal_recall:
+                self.metrics[f"{stage}_rpn"] = MeanAveragePrecision(
+                    backend="faster_coco_eval", max_detection_thresholds=[10, 100, 1000]
+                )
+        # set to a list to collect COCO-format results (src.eval): one dict per detection
+        self.coco_results: list[dict] | None = None
+
+    @property
+    def variant(self) -> str:
+        return self.model.variant_spec.name
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Detections in original image coordinates with original category ids as labels."""
+        detections, _ = detect_with_proposals(self.model, to_float_images(images))
+        return [self._to_category_ids(d) for d in detections]
+
+    # ---- training -------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int):
+        images, targets = batch
+        if not images:  # every image of the batch was skipped as unreadable
+            return None
+        targets = [{"boxes": _plain(t["boxes"]), "labels": t["labels"]} for t in targets]
+        losses = self.model(to_float_images(images), targets)
+        loss = sum(losses.values())
+        n = len(images)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=n)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def _eval_step(self, stage: str, batch) -> None:
+        images, targets = batch
+        if not images:
+            return
+        detections, proposals = detect_with_proposals(self.model, to_float_images(images))
+        gts = [
+            {
+                "boxes": _plain(t["boxes"]),
+                "labels": self.category_ids[t["labels"] - 1],
+                "iscrowd": t["iscrowd"],
+                "area": t["area"],
+            }
+            for t in targets
+        ]
+        detections = [self._to_category_ids(d) for d in detections]
+        self.metrics[f"{stage}_det"].update(detections, gts)
+        if self.coco_results is not None:
+            for det, target in zip(detections, targets):
+                self.coco_results.extend(coco_results(det, int(target["image_id"])))
+        self.metrics[f"{stage}_images"].update(len(images))
+        if f"{stage}_rpn" in self.metrics:
+            # Class-agnostic recall: one label for all; NMS order gives the ranking.
+            props = [
+                {
+                    "boxes": p,
+                    "scores": torch.linspace(1, 0, len(p), device=p.device),
+                    "labels": torch.zeros(len(p), dtype=torch.long, device=p.device),
+                }
+                for p in proposals
+            ]
+            agnostic = [{**g, "labels": torch.zeros_like(g["labels"])} for g in gts]
+            self.metrics[f"{stage}_rpn"].update(props, agnostic)
+
+    def _log_eval(self, stage: str) -> None:
+        det = self.metrics[f"{stage}_det"].compute()
+        values = {f"{stage}/{ours}": det[theirs] for theirs, ours in DETECTION_KEYS.items()}
+        if f"{stage}_rpn" in self.metrics:
+            rpn = self.metrics[f"{stage}_rpn"].compute()
+            values |= {f"{stage}/{ours}": rpn[theirs] for theirs, ours in PROPOSAL_KEYS.items()}
+            self.metrics[f"{stage}_rpn"].reset()
+        values[f"{stage}/images"] = self.metrics[f"{stage}_images"].compute()
+        self.metrics[f"{stage}_det"].reset()
+        self.metrics[f"{stage}_images"].reset()
+        # computed metrics are already synced across ranks: no second reduction
+        self.log_dict({k: v.float() for k, v in values.items()}, sync_dist=False)
+
+    def _to_category_ids(self, detections: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {**detections, "labels": self.category_ids[detections["labels"] - 1]}
+
+    # ---- optimization ---------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        lr = hp.lr
+        if lr is None:
+            per_device = getattr(self.trainer.datamodule, "batch_size", None)
+            if per_device is None:
+                raise ValueError("lr is null and the datamodule has no batch_size to scale it by")
+            effective = per_device * self.trainer.world_size * self.trainer.accumulate_grad_batches
+            lr = scaled_lr(hp.base_lr, hp.base_batch_size, effective)
+        optimizer = build_sgd(
+            self.model, lr, hp.momentum, hp.weight_decay, hp.norm_weight_decay,
+            hp.bias_weight_decay,
+        )  # fmt: skip
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(hp.warmup_steps, total // 10)
+        schedule = warmup_multistep(total, warmup, hp.warmup_factor, hp.milestones, hp.gamma)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def coco_results(detections: dict[str, Tensor], image_id: int) -> list[dict[str, Any]]:
+    """One image's detections (xyxy, original category ids) as COCO results (xywh)."""
+    boxes = detections["boxes"].detach().cpu().double()
+    boxes[:, 2:] -= boxes[:, :2]
+    return [
+        {"image_id": image_id, "category_id": int(c), "bbox": [round(float(v), 3) for v in b],
+         "score": round(float(s), 5)}
+        for b, c, s in zip(boxes, detections["labels"].tolist(), detections["scores"].tolist())
+    ]  # fmt: skip
+
+
+def _plain(t: Tensor) -> Tensor:
+    """tv_tensors.BoundingBoxes -> plain Tensor, so torchvision ops see an ordinary tensor."""
+    return t.as_subclass(Tensor)

@@ -1,0 +1,88 @@
+"""Multirun sweeps, DDP on CPU (gloo), W&B offline runs and the ablation report, through the
+real command lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from run_helpers import TINY, results, run_module
+
+from src.report import write_report
+
+FAST = [*TINY, "trainer.max_epochs=1", "test=false"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    from src.data.synthetic import ensure_synthetic
+
+    root = tmp_path_factory.mktemp("data")
+    ensure_synthetic(root / "synthetic", num_train=16, num_val=8, image_size=128, seed=0)
+    return root
+
+
+def test_ddp_cpu_two_processes_validate_every_image_once(tmp_path, data_dir):
+    out = tmp_path / "run"
+    proc = run_module(
+        "src.train",
+        [*FAST, "trainer=ddp_cpu", "data.val_batch_size=3", f"paths.data_dir={data_dir}",
+         f"hydra.run.dir={out}"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    record = results(out)
+    assert record["status"] == "ok"
+    # 8 images over 2 ranks in batches of 3: no rank pads or repeats an image
+    assert record["metrics"]["val/images"] == 8
+
+
+@pytest.mark.slow
+def test_multirun_of_ddp_jobs_gives_each_job_its_folder_and_wandb_run(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    proc = run_module(
+        "src.train",
+        ["-m", *FAST, "trainer=ddp_cpu", "logger=wandb", "model.variant=fpn,c5",
+         f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}"],
+        timeout=500,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    for job, variant in (("0", "fpn"), ("1", "c5")):
+        record = results(sweep / job)
+        assert record["status"] == "ok" and record["row"] == variant
+        assert record["metrics"]["val/images"] == 8
+        runs = list((sweep / job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, runs
+
+
+def test_failed_job_is_recorded_and_the_sweep_goes_on_and_the_report_shows_it(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    proc = run_module(
+        "src.train",
+        ["-m", *FAST, "fpn.lateral=maybe,false,null", f"paths.data_dir={data_dir}",
+         f"hydra.sweep.dir={sweep}"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    failed, no_lateral, fpn = (results(sweep / j) for j in ("0", "1", "2"))
+    assert failed["status"] == "failed" and "fpn.lateral" in failed["error"]
+    assert (sweep / "0" / "error.log").is_file()
+    assert no_lateral["status"] == "ok" and no_lateral["row"] == "no_lateral"
+    assert fpn["status"] == "ok" and fpn["row"] == "fpn"
+
+    paths = write_report(sweep, tmp_path / "report")
+    md = paths["md"].read_text()
+    assert "(e) no_lateral" in md and "(c) fpn" in md
+    assert "56.9" in md  # the paper's FPN AP@0.5 (Table 3) beside ours
+    assert "46.1" in md  # the paper's (e) AR1k (Table 1)
+    assert "Failed jobs" in md and "fpn.lateral" in md
+    rows = paths["csv"].read_text().splitlines()
+    assert len(rows) == 4  # header + three jobs
+    assert paths["png"].stat().st_size > 1000
+    ours = float(json.loads((sweep / "2" / "results.json").read_text())["metrics"]["val/map_50"])
+    assert f"{100 * ours:.1f}" in md
+
+
+def test_report_cli_refuses_a_folder_without_results(tmp_path):
+    proc = run_module("src.report", [str(tmp_path)])
+    assert proc.returncode != 0
+    assert "results.json" in proc.stderr
