@@ -21,6 +21,7 @@ import colorsys
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -28,18 +29,25 @@ import numpy as np
 import psutil
 from PIL import Image, ImageDraw, ImageFilter
 from pycocotools import mask as mask_utils
+from rich.progress import Progress
 
 # Bump whenever the output for given parameters changes, so ensure_synthetic regenerates.
 GENERATOR_VERSION = 1
 CATEGORIES = ((1, "circle"), (2, "square"), (3, "triangle"), (5, "star"), (7, "cross"), (8, "ring"),
               (11, "crescent"), (13, "heart"))  # fmt: skip
 SPLITS = {"train2017": (0, 1), "val2017": (1, 1_000_001)}  # name -> (rng stream id, first image id)
-EMPTY_FRACTION = 0.05
+EMPTY_EVERY = 20  # images i with i % 20 == 7 are empty: 5%, and one in any split of >= 8
 MIN_VISIBLE = 0.65
 JPEG_QUALITY = 92
 # (probability, min area, max area) at image_size 256; COCO's classes split at 32^2 and 96^2.
-SIZE_CLASSES = ((0.40, 80.0, 1024.0), (0.35, 1024.0, 9216.0), (0.25, 9216.0, 20000.0))
+SIZE_CLASSES = ((0.40, 80.0, 1024.0), (0.32, 1024.0, 9216.0), (0.28, 10500.0, 24000.0))
 MARKER = "synthetic.json"
+_DEFAULTS = {"num_train": 600, "num_val": 150, "image_size": 256, "seed": 0, "max_objects": 8}
+_INFO = {"description": "FPN synthetic multi-scale shapes", "contributor": "src.data.synthetic",
+         "version": str(GENERATOR_VERSION), "url": "", "date_created": ""}  # fmt: skip
+_LICENSES = [
+    {"id": 1, "name": "CC0 1.0", "url": "https://creativecommons.org/publicdomain/zero/1.0/"}
+]
 
 
 def _circle(n: int = 64, r: float = 1.0, dx: float = 0.0) -> np.ndarray:
@@ -114,10 +122,11 @@ def _texture(h: int, w: int, bg: np.ndarray, rng: np.random.Generator) -> np.nda
     elif kind == 1:
         t = (u - u.min()) / max(float(np.ptp(u)), 1.0)
     elif kind == 2:
-        period = rng.uniform(3.0, max(3.5, max(h, w) / 2.5))
+        # Detail scales with the object, so that texture never hides a small object's outline.
+        period = rng.uniform(max(3.0, max(h, w) / 8), max(4.0, max(h, w) / 2.5))
         t = ((u / period + rng.random()) % 1.0 < 0.5).astype(np.float32)
     else:
-        cell = int(rng.integers(2, 6))
+        cell = int(rng.integers(max(2, max(h, w) // 12), max(3, max(h, w) // 5)))
         coarse = rng.random((h // cell + 1, w // cell + 1)).astype(np.float32)
         t = coarse.repeat(cell, axis=0).repeat(cell, axis=1)[:h, :w]
     tex = c1 + (c2 - c1) * t[..., None]
@@ -167,13 +176,13 @@ def _objects(
     w: int, h: int, scale2: float, max_objects: int, rng: np.random.Generator
 ) -> list[tuple]:
     """Samples and places objects, biggest first; returns ``(cat_index, x0, y0, mask)`` tuples."""
-    n = 0 if rng.random() < EMPTY_FRACTION else int(rng.integers(1, max_objects + 1))
+    n = int(rng.integers(1, max_objects + 1)) if max_objects else 0
     specs = []
     for _ in range(n):
         cat = int(rng.integers(len(CATEGORIES)))
         probs = [p for p, _, _ in SIZE_CLASSES]
         _, lo, hi = SIZE_CLASSES[rng.choice(len(SIZE_CLASSES), p=probs)]
-        area = math.exp(rng.uniform(math.log(lo * scale2), math.log(hi * scale2)))
+        area = max(36.0, math.exp(rng.uniform(math.log(lo * scale2), math.log(hi * scale2))))
         theta, aspect = rng.uniform(0, 2 * np.pi), math.exp(rng.uniform(-0.22, 0.22))
         rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
         stretch = np.diag([math.sqrt(aspect), 1 / math.sqrt(aspect)])
@@ -215,8 +224,8 @@ def _image_size(image_size: int, rng: np.random.Generator) -> tuple[int, int]:
 def render_image(
     rng: np.random.Generator, image_size: int = 256, max_objects: int = 8
 ) -> tuple[np.ndarray, list[dict]]:
-    """One image ``(H, W, 3)`` uint8 and its annotations (``category_id``, ``bbox``, ``area``,
-    ``segmentation``; no ids yet)."""
+    """One image ``(H, W, 3)`` uint8 with 1..``max_objects`` objects (none if 0) and their
+    annotations (dicts with ``category_id``, ``bbox``, ``area``, ``iscrowd``, ``segmentation``)."""
     w, h = _image_size(image_size, rng)
     img, bg = _background(w, h, rng)
     anns = []
@@ -296,8 +305,6 @@ def make_synthetic_coco(out_dir: str | Path, *, num_train: int = 600, num_val: i
     categories = [{"id": i, "name": n, "supercategory": "shape"} for i, n in CATEGORIES]
     counts = {"train2017": params["num_train"], "val2017": params["num_val"]}
     stats = {}
-    from rich.progress import Progress  # only needed here
-
     with Progress(disable=not progress, transient=True) as bar:
         for split, (stream, first_id) in SPLITS.items():
             task = bar.add_task(f"synthetic {split}", total=counts[split])
@@ -305,9 +312,9 @@ def make_synthetic_coco(out_dir: str | Path, *, num_train: int = 600, num_val: i
             images, anns = [], []
             for i in range(counts[split]):
                 image_id = first_id + i
-                img, objs = render_image(
-                    np.random.default_rng([seed, stream, i]), image_size, max_objects
-                )
+                rng = np.random.default_rng([seed, stream, i])
+                n_max = 0 if i % EMPTY_EVERY == 7 else max_objects
+                img, objs = render_image(rng, image_size, n_max)
                 name = f"{image_id:012d}.jpg"
                 Image.fromarray(img).save(
                     out_dir / split / name, "JPEG", quality=JPEG_QUALITY, subsampling=0
@@ -319,11 +326,9 @@ def make_synthetic_coco(out_dir: str | Path, *, num_train: int = 600, num_val: i
                     for j, a in enumerate(objs)
                 ]
                 bar.advance(task)
-            _write_json(out_dir / "annotations" / f"instances_{split}.json", {
-                "info": {"description": "FPN synthetic multi-scale shapes", "contributor": "src.data.synthetic",
-                         "version": str(GENERATOR_VERSION), "url": "", "date_created": ""},
-                "licenses": [{"id": 1, "name": "CC0 1.0", "url": "https://creativecommons.org/publicdomain/zero/1.0/"}],
-                "images": images, "annotations": anns, "categories": categories})  # fmt: skip
+            coco = {"info": _INFO, "licenses": _LICENSES, "images": images, "annotations": anns,
+                    "categories": categories}  # fmt: skip
+            _write_json(out_dir / "annotations" / f"instances_{split}.json", coco)
             with_objects = {a["image_id"] for a in anns}
             stats[split] = {"images": len(images), "empty_images": len(images) - len(with_objects),
                             "annotations": len(anns), **_size_counts([a["area"] for a in anns])}  # fmt: skip
@@ -356,9 +361,10 @@ def ensure_synthetic(
         raise ValueError(f"{out_dir} is a non-empty folder without {MARKER}: not a synthetic "
                          "dataset, so it is left alone; choose an empty or new folder")  # fmt: skip
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stale_name = re.compile(rf"\.{re.escape(out_dir.name)}\.(tmp|old)-(\d+)")
     for stale in out_dir.parent.glob(f".{out_dir.name}.*-*"):  # left by killed runs
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+        match = stale_name.fullmatch(stale.name)
+        if match and not psutil.pid_exists(int(match[2])):
             shutil.rmtree(stale, ignore_errors=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -375,9 +381,6 @@ def ensure_synthetic(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
-
-
-_DEFAULTS = {"num_train": 600, "num_val": 150, "image_size": 256, "seed": 0, "max_objects": 8}
 
 
 def main(argv: list[str] | None = None) -> None:
