@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from src.models.variants import PAPER_ROWS
 from src.paper import (
     DETECTION_COLUMNS,
     PROPOSAL_COLUMNS,
-    ROW_LETTERS,
     TABLE1_RPN,
     paper_detection,
 )
@@ -76,7 +76,7 @@ def _fmt(v: float | None) -> str:
 
 
 def _label(row: str) -> str:
-    return f"({ROW_LETTERS[row]}) {row}" if row in ROW_LETTERS else row
+    return f"({PAPER_ROWS[row]}) {row}" if row in PAPER_ROWS else row
 
 
 def markdown(rows: list[dict[str, Any]], sweep: str) -> str:
