@@ -9,7 +9,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_only
 from torchvision.io import write_png
 
 from src.visualize import draw_detections, side_by_side
@@ -27,9 +26,12 @@ class PredictionPanel(pl.Callback):
         self.num_images = num_images
         self.score_threshold = score_threshold
 
-    @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run or self.num_images <= 0:
+            return
+        # trainer.log_dir is a broadcast under DDP: every rank must ask, or rank 0 hangs
+        out = Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
+        if not trainer.is_global_zero:
             return
         dataset = trainer.datamodule.val_dataset
         names = {int(c["id"]): c["name"] for c in module.categories}
@@ -57,7 +59,6 @@ class PredictionPanel(pl.Callback):
         if not pairs:
             return
         panel = side_by_side(pairs)
-        out = Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
         out.mkdir(parents=True, exist_ok=True)
         write_png(panel, str(out / f"epoch_{trainer.current_epoch:03d}.png"))
         caption = "left: ground truth, right: predictions"
