@@ -62,6 +62,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers
     )
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if env is not None:  # which launcher wired the ranks: Lightning's own, SLURM, torchrun...
+        log.info("cluster environment %s, world size %d", type(env).__name__, trainer.world_size)
     try:
         for lg in trainer.loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

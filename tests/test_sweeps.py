@@ -4,10 +4,13 @@ real command lines."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from run_helpers import TINY, results, run_module
+from run_helpers import REPO, TINY, results, run_module
 
 from src.report import write_report
 
@@ -34,6 +37,36 @@ def test_ddp_cpu_two_processes_validate_every_image_once(tmp_path, data_dir):
     record = results(out)
     assert record["status"] == "ok"
     # 8 images over 2 ranks in batches of 3: no rank pads or repeats an image
+    assert record["metrics"]["val/images"] == 8
+
+
+def test_multirun_with_default_folders_writes_under_the_launch_folder(tmp_path, data_dir):
+    """`python -m src.train -m ...` as users type it: no hydra.sweep.dir given, so the sweeper
+    must resolve the default sweep folder (under outputs/ of the folder it was started in)."""
+    command = [sys.executable, "-m", "src.train", "-m", *FAST, "model.variant=fpn",
+               f"paths.data_dir={data_dir}"]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    (job,) = (tmp_path / "outputs" / "train" / "multiruns").glob("*/0")
+    assert results(job)["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_slurm_tasks_are_wired_by_lightning_from_slurm_variables(tmp_path, data_dir):
+    """Two tasks started the way srun starts them (scripts/fake_srun.sh): Lightning must take
+    ranks from SLURM's variables instead of launching processes of its own."""
+    out = tmp_path / "run"
+    command = [str(REPO / "scripts" / "fake_srun.sh"), "2", sys.executable, "-m", "src.train",
+               *FAST, "trainer=ddp_cpu", f"paths.data_dir={data_dir}", f"hydra.run.dir={out}"]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "cluster environment SLURMEnvironment, world size 2" in proc.stdout + proc.stderr
+    record = results(out)
+    assert record["status"] == "ok"
     assert record["metrics"]["val/images"] == 8
 
 
