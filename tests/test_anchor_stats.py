@@ -1,0 +1,47 @@
+"""Positive RPN anchors per box size: balanced across sizes with FPN, not on P2 alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from src.data.coco import CocoDetection
+from src.data.synthetic import ensure_synthetic
+from src.models.anchor_stats import main, positives_per_box
+from src.models.detector import build_detector
+
+KNOBS = dict(min_size=256, max_size=256, anchor_scale=0.5)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("anchors") / "synthetic"
+    return ensure_synthetic(out, num_train=12, num_val=2, image_size=256)
+
+
+@pytest.fixture(scope="module")
+def dataset(root) -> CocoDetection:
+    return CocoDetection(root, "train2017", train=False)
+
+
+def large_over_small(variant: str, dataset: CocoDetection) -> float:
+    model = build_detector(variant, "resnet18", len(dataset.category_ids) + 1, **KNOBS)
+    stats = positives_per_box(model, dataset, num_images=12)
+    assert stats["small"][0] > 0 and stats["large"][0] > 0, stats  # both sizes present
+    assert all(per_box >= 1 for n, per_box in stats.values() if n)  # matcher keeps a best anchor
+    return stats["large"][1] / stats["small"][1]
+
+
+def test_fpn_balances_positive_anchors_across_sizes_and_p2_alone_does_not(dataset):
+    fpn = large_over_small("fpn", dataset)
+    p2_only = large_over_small("p2_only", dataset)
+    assert 0.33 < fpn < 3.0
+    assert p2_only > 10 * fpn
+
+
+def test_command_prints_a_row_per_variant(root, capsys):
+    main([str(root), "--images", "2", "--variants", "c5", "p2_only", "--min-size", "256",
+          "--max-size", "256", "--anchor-scale", "0.5"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "| c5 |" in out and "| p2_only |" in out
