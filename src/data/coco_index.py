@@ -25,6 +25,14 @@ from src.data.coco_json import read_columns
 
 INDEX_VERSION = 1  # bump whenever the arrays or their meaning change: old caches are rebuilt
 
+# COCO's object sizes by box area, as COCOeval draws them: small < 32², medium < 96², large.
+OBJECT_SIZES = ("small", "medium", "large")
+
+
+def object_sizes(areas: np.ndarray) -> np.ndarray:
+    """Index into OBJECT_SIZES (0, 1, 2) of each area in square pixels; same shape."""
+    return np.searchsorted(np.array([32.0**2, 96.0**2]), np.asarray(areas, np.float64), "right")
+
 
 @dataclass
 class CocoIndex:

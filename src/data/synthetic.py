@@ -31,6 +31,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from pycocotools import mask as mask_utils
 from rich.progress import Progress
 
+from src.data.coco_index import OBJECT_SIZES, object_sizes
+
 # Bump whenever the output for given parameters changes, so ensure_synthetic regenerates.
 GENERATOR_VERSION = 1
 CATEGORIES = ((1, "circle"), (2, "square"), (3, "triangle"), (5, "star"), (7, "cross"), (8, "ring"),
@@ -266,9 +268,8 @@ def _read_marker(out_dir: Path) -> dict | None:
 
 
 def _size_counts(areas: list[float]) -> dict[str, int]:
-    a = np.asarray(areas, dtype=np.float64)
-    return {"small": int((a < 32**2).sum()), "medium": int(((a >= 32**2) & (a < 96**2)).sum()),
-            "large": int((a >= 96**2).sum())}  # fmt: skip
+    counts = np.bincount(object_sizes(areas), minlength=len(OBJECT_SIZES))
+    return {name: int(n) for name, n in zip(OBJECT_SIZES, counts)}
 
 
 def make_synthetic_coco(out_dir: str | Path, *, num_train: int = 600, num_val: int = 150,

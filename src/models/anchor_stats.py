@@ -19,14 +19,10 @@ import torch
 from torchvision.ops import box_iou
 
 from src.data.coco import CocoDetection
+from src.data.coco_index import OBJECT_SIZES as SIZES
+from src.data.coco_index import object_sizes
 from src.inference import to_float_images
 from src.models.detector import VARIANTS, build_detector
-
-SIZES = ("small", "medium", "large")  # COCO: area < 32², < 96², larger
-
-
-def size_of(area: float) -> str:
-    return SIZES[0] if area < 32**2 else SIZES[1] if area < 96**2 else SIZES[2]
 
 
 @torch.no_grad()
@@ -51,8 +47,8 @@ def positives_per_box(
             continue
         matched = model.rpn.proposal_matcher(box_iou(boxes, anchors))  # box index or < 0
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        for j, area in enumerate(areas.tolist()):
-            size = size_of(area)
+        for j, k in enumerate(object_sizes(areas.numpy())):
+            size = SIZES[k]
             boxes_seen[size] += 1
             positives[size] += int((matched == j).sum())
     return {s: (boxes_seen[s], positives[s] / max(boxes_seen[s], 1)) for s in SIZES}
