@@ -14,10 +14,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.checkpoints import load_hparams
-from src.config import build_datamodule
-from src.console import print_metrics
-from src.module import DetectionModule
+from src.training.checkpoints import load_hparams
+from src.training.config import build_datamodule
+from src.training.console import print_metrics
+from src.training.module import DetectionModule
 
 
 def check_categories(ckpt_path: str, saved: list[dict], data: list[dict]) -> None:

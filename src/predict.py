@@ -11,9 +11,9 @@ import torch
 from omegaconf import DictConfig
 from torchvision.io import ImageReadMode, decode_image, write_png
 
-from src.checkpoints import load_hparams
-from src.module import DetectionModule
-from src.visualize import draw_detections
+from src.analysis.draw import draw_boxes
+from src.training.checkpoints import load_hparams
+from src.training.module import DetectionModule
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
@@ -54,7 +54,7 @@ def predict(
         (det,) = module([image.to(device)])
         keep = det["scores"] >= score_threshold
         det = {k: v[keep].cpu() for k, v in det.items()}
-        drawn = draw_detections(image, det["boxes"], det["labels"], names, det["scores"])
+        drawn = draw_boxes(image, det["boxes"], det["labels"], names, scores=det["scores"])
         write_png(drawn, str(output_dir / f"{path.stem}.png"))
         xywh = det["boxes"].clone()
         xywh[:, 2:] -= xywh[:, :2]

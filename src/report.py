@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from src.models.variants import PAPER_ROWS
-from src.paper import (
+from src.analysis.paper import (
     DETECTION_COLUMNS,
     PROPOSAL_COLUMNS,
     TABLE1_RPN,
     paper_detection,
 )
+from src.models.variants import PAPER_ROWS
 
 OUR_DETECTION = ("map_50", "map", "map_small", "map_medium", "map_large")
 OUR_PROPOSAL = ("ar_100", "ar_1000", "ar_small", "ar_medium", "ar_large")

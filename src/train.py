@@ -21,13 +21,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import ddp
-from src.checkpoints import check_resumable
-from src.config import build_datamodule, detector_kwargs, validate
-from src.console import print_metrics
-from src.loggers import build_loggers, finish_wandb
 from src.models.detector import resolve_variant
-from src.module import DetectionModule
+from src.training import ddp
+from src.training.checkpoints import check_resumable
+from src.training.config import build_datamodule, detector_kwargs, validate
+from src.training.console import print_metrics
+from src.training.loggers import build_loggers, finish_wandb
+from src.training.module import DetectionModule
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from src.analysis.anchor_stats import main, positives_per_box
 from src.data.coco import CocoDetection
 from src.data.synthetic import ensure_synthetic
-from src.models.anchor_stats import main, positives_per_box
 from src.models.detector import build_detector
 
 KNOBS = dict(min_size=256, max_size=256, anchor_scale=0.5)

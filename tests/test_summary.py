@@ -7,8 +7,8 @@ import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
+from src.analysis.summary import COLUMNS, main, measure, summary_table
 from src.models.detector import VARIANTS, build_detector
-from src.models.summary import COLUMNS, main, measure, summary_table
 
 
 def test_summary_table_lists_every_variant():

@@ -13,8 +13,8 @@ from hydra.errors import ConfigCompositionException, HydraException
 from run_helpers import TINY, compose_train
 from torchvision.models import resnet50
 
-from src.config import ConfigError
 from src.train import train
+from src.training.config import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/experiment").glob("*.yaml"))
 BACKBONES = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/backbone").glob("*.yaml"))

@@ -1,48 +1,36 @@
-"""Look at the data: ``python -m src.data.show ROOT --split val2017 --out DIR -n 8``.
+"""Look at the data: ``python -m src.analysis.show ROOT --split val2017 --out DIR -n 8``.
 
 Writes one PNG per image with its ground-truth boxes and class names (crowd boxes in
-white, marked "(crowd)"), drawn with ``torchvision.utils.draw_bounding_boxes``. Works on
+white, marked "(crowd)"), drawn by ``src.analysis.draw`` (the prediction panels' painter). Works on
 real COCO (folders or zips) and on the synthetic set (``python -m src.data.synthetic``).
 """
 
 from __future__ import annotations
 
 import argparse
-import colorsys
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 from torchvision.io import write_png
-from torchvision.utils import draw_bounding_boxes
 
+from src.analysis.draw import draw_boxes
 from src.data.coco import CocoDetection
 
-CROWD_COLOUR = (255, 255, 255)
 
-
-def label_colour(label: int) -> tuple[int, int, int]:
-    """A fixed, well-spread colour per contiguous label (golden-ratio hues)."""
-    r, g, b = colorsys.hsv_to_rgb((label * 0.618034) % 1.0, 0.85, 1.0)
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
-def draw_sample(image: Tensor, target: dict, category_names: list[str], width: int = 2) -> Tensor:
+def draw_sample(
+    image: Tensor, target: dict, category_ids: list[int], category_names: list[str]
+) -> Tensor:
     """uint8 [3,H,W] image with ``target``'s boxes (XYXY) drawn and named; returns uint8 [3,H,W].
 
-    ``target``: ``boxes`` [N,4], ``labels`` [N] in 1..K (``category_names[label - 1]``) and
-    optionally ``iscrowd`` [N].
+    ``target``: ``boxes`` [N,4], ``labels`` [N] in 1..K (label ``l`` is category
+    ``category_ids[l - 1]`` named ``category_names[l - 1]``) and optionally ``iscrowd`` [N].
     """
-    boxes = torch.as_tensor(target["boxes"]).as_subclass(Tensor).float()
-    labels = target["labels"].tolist()
-    crowd = target.get("iscrowd", torch.zeros(len(labels))).tolist()
-    names = [category_names[lab - 1] + (" (crowd)" if c else "") for lab, c in zip(labels, crowd)]
-    colours = [CROWD_COLOUR if c else label_colour(lab) for lab, c in zip(labels, crowd)]
-    image = torch.as_tensor(image).as_subclass(Tensor)
-    if len(labels) == 0:
-        return image.clone()
-    return draw_bounding_boxes(image, boxes, labels=names, colors=colours, width=width)
+    ids = [category_ids[lab - 1] for lab in target["labels"].tolist()]
+    return draw_boxes(
+        image, target["boxes"], ids, dict(zip(category_ids, category_names)),
+        iscrowd=target.get("iscrowd"),
+    )  # fmt: skip
 
 
 def sample_indices(num_images: int, n: int, seed: int | None) -> list[int]:
@@ -63,7 +51,9 @@ def write_samples(dataset: CocoDetection, out: Path, indices: list[int]) -> list
             continue
         image, target = sample
         path = out / f"{dataset.split}_{target['image_id']:012d}.png"
-        write_png(draw_sample(image, target, dataset.category_names), str(path))
+        write_png(
+            draw_sample(image, target, dataset.category_ids, dataset.category_names), str(path)
+        )
         written.append(path)
     return written
 

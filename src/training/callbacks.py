@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torchvision.io import write_png
 
-from src.visualize import draw_detections, side_by_side
+from src.analysis.draw import draw_boxes, side_by_side
 
 
 class PredictionPanel(pl.Callback):
@@ -44,18 +44,12 @@ class PredictionPanel(pl.Callback):
             gt_ids = module.category_ids.cpu()[target["labels"] - 1]
             (pred,) = module([image.to(module.device)])
             keep = pred["scores"] >= self.score_threshold
-            pairs.append(
-                (
-                    draw_detections(image, target["boxes"], gt_ids, names),
-                    draw_detections(
-                        image,
-                        pred["boxes"][keep],
-                        pred["labels"][keep],
-                        names,
-                        pred["scores"][keep],
-                    ),
-                )
-            )
+            truth = draw_boxes(image, target["boxes"], gt_ids, names, iscrowd=target.get("iscrowd"))
+            found = draw_boxes(
+                image, pred["boxes"][keep], pred["labels"][keep], names,
+                scores=pred["scores"][keep],
+            )  # fmt: skip
+            pairs.append((truth, found))
         if not pairs:
             return
         panel = side_by_side(pairs)

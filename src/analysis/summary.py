@@ -1,6 +1,6 @@
 """Parameters and GFLOPs of every detector variant at one input size.
 
-    python -m src.models.summary --backbone resnet50 --size 800 1216 [--num-classes 91]
+    python -m src.analysis.summary --backbone resnet50 --size 800 1216 [--num-classes 91]
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one eval-mode forward
 of a single image: FLOPs = 2 x multiply-adds (convolutions, matmuls). The box head is

@@ -12,9 +12,9 @@ from torch import Tensor
 from torchmetrics import SumMetric
 from torchmetrics.detection import MeanAveragePrecision
 
-from src.inference import detect_with_proposals, to_float_images
 from src.models.detector import build_detector
-from src.optim import build_sgd, scaled_lr, warmup_multistep
+from src.models.inference import detect_with_proposals, to_float_images
+from src.training.optim import build_sgd, scaled_lr, warmup_multistep
 
 # faster_coco_eval prints its whole summary at INFO on every compute; we log the numbers ourselves
 logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)

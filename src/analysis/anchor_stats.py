@@ -1,6 +1,6 @@
 """How many positive RPN anchors each ground-truth box gets, per COCO size, per variant.
 
-    python -m src.models.anchor_stats data/synthetic --split train2017 --images 40 \
+    python -m src.analysis.anchor_stats data/synthetic --split train2017 --images 40 \
         --min-size 256 --max-size 256 --anchor-scale 0.5 --variants fpn p2_only
 
 The RPN samples 256 anchors per image, half of them positive at most, uniformly from all
@@ -21,8 +21,8 @@ from torchvision.ops import box_iou
 from src.data.coco import CocoDetection
 from src.data.coco_index import OBJECT_SIZES as SIZES
 from src.data.coco_index import object_sizes
-from src.inference import to_float_images
 from src.models.detector import VARIANTS, build_detector
+from src.models.inference import to_float_images
 
 
 @torch.no_grad()

@@ -1,0 +1,1 @@
+"""Read-only tools: model summary, anchor statistics, the paper's numbers, one box painter."""
