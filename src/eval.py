@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.training import cli
 from src.training.checkpoints import load_hparams
 from src.training.config import build_datamodule
 from src.training.console import print_metrics
@@ -37,7 +38,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.data.test_split = split
     datamodule = build_datamodule(cfg)
     check_categories(cfg.ckpt_path, hparams["categories"], datamodule.categories)
-    module = DetectionModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
+    module = DetectionModule.load_from_checkpoint(
+        cfg.ckpt_path, map_location="cpu", weights_only=True
+    )
     module.coco_results = []
     trainer = hydra.utils.instantiate(cfg.trainer, devices=1, strategy="auto")
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
@@ -58,4 +61,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from torchvision.io import ImageReadMode, decode_image, write_png
 
 from src.analysis.draw import draw_boxes
+from src.training import cli
 from src.training.checkpoints import load_hparams
 from src.training.module import DetectionModule
 
@@ -41,7 +42,9 @@ def predict(
     """Returns one record per image: ``{"file", "width", "height", "detections": [...]}``
     with detections ``{"category_id", "category", "bbox": [x, y, w, h], "score"}``."""
     load_hparams(ckpt_path)  # clear error for a missing or foreign file
-    module = DetectionModule.load_from_checkpoint(ckpt_path, map_location=device).eval()
+    module = DetectionModule.load_from_checkpoint(
+        ckpt_path, map_location=device, weights_only=True
+    ).eval()
     names = {int(c["id"]): c["name"] for c in module.categories}
     output_dir.mkdir(parents=True, exist_ok=True)
     records = []
@@ -87,4 +90,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -1,7 +1,8 @@
 """python -m src.report MULTIRUN_DIR [--out DIR]: a sweep's ablation table beside the paper's.
 
-Reads every job folder's results.json (written by src.train) and writes report.md,
-report.csv and report.png (AP bars per job, next to the paper's AP for the same row).
+Reads every job folder's results.json (written by src.train: the metrics, and the variant
+the built model says it is) and writes report.md, report.csv and report.png (AP bars per
+job, next to the paper's AP for the same variant).
 """
 
 from __future__ import annotations
@@ -12,16 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from src.analysis.paper import (
-    DETECTION_COLUMNS,
-    PROPOSAL_COLUMNS,
-    TABLE1_RPN,
-    paper_detection,
-)
-from src.models.variants import PAPER_ROWS
+from src.analysis.metrics import paper_columns
+from src.analysis.paper import TABLE1, paper_detection
 
-OUR_DETECTION = ("map_50", "map", "map_small", "map_medium", "map_large")
-OUR_PROPOSAL = ("ar_100", "ar_1000", "ar_small", "ar_medium", "ar_large")
+DETECTION = paper_columns("Table 3")  # AP@0.5, AP, AP_s, AP_m, AP_l
+PROPOSALS = paper_columns("Table 1")  # AR100, AR1k, AR1k_s, AR1k_m, AR1k_l
 
 
 def load_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -38,7 +34,10 @@ def load_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         )
     jobs = []
     for f in files:
-        record = json.loads(f.read_text())
+        try:
+            record = json.loads(f.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{f} is not valid JSON: {error}") from None
         record["job"] = f.parent.name
         jobs.append(record)
     return jobs
@@ -49,8 +48,9 @@ def _job_key(name: str) -> tuple[int, str]:
 
 
 def job_row(job: dict[str, Any]) -> dict[str, Any]:
-    """Percent values of one job; test/* (best checkpoint) when present, else the last val/*."""
-    metrics = job.get("metrics", {})
+    """One job: its variant and row as the built model said, and percent values keyed by our
+    metric keys; test/* (best checkpoint) when present, else the last val/*."""
+    metrics = job.get("metrics") or {}
     stage = "test" if any(k.startswith("test/") for k in metrics) else "val"
 
     def pick(key: str) -> float | None:
@@ -60,14 +60,14 @@ def job_row(job: dict[str, Any]) -> dict[str, Any]:
     row = {
         "job": job["job"],
         "overrides": " ".join(job.get("overrides", [])) or "(defaults)",
-        "row": job.get("row", job.get("variant", "?")),
+        "variant": job.get("variant") or "?",
+        "row": job.get("row"),
         "backbone": job.get("backbone", "?"),
         "status": job.get("status", "?"),
         "error": job.get("error", ""),
         "stage": stage,
     }
-    row |= {c: pick(k) for c, k in zip(DETECTION_COLUMNS, OUR_DETECTION)}
-    row |= {c: pick(k) for c, k in zip(PROPOSAL_COLUMNS, OUR_PROPOSAL)}
+    row |= {m.key: pick(m.key) for m in (*DETECTION, *PROPOSALS)}
     return row
 
 
@@ -75,12 +75,16 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def _label(row: str) -> str:
-    return f"({PAPER_ROWS[row]}) {row}" if row in PAPER_ROWS else row
+def _label(row: dict[str, Any]) -> str:
+    return f"({row['row']}) {row['variant']}" if row["row"] else row["variant"]
+
+
+def _cells(values: dict[str, float] | None, columns) -> str:
+    return " | ".join(_fmt((values or {}).get(m.key)) for m in columns)
 
 
 def markdown(rows: list[dict[str, Any]], sweep: str) -> str:
-    det_head = " | ".join(DETECTION_COLUMNS)
+    det_head = " | ".join(m.paper for m in DETECTION)
     lines = [
         f"# Ablation report: `{sweep}`",
         "",
@@ -92,37 +96,27 @@ def markdown(rows: list[dict[str, Any]], sweep: str) -> str:
         "## Detection",
         "",
         f"| job | row | backbone | overrides | {det_head} | paper | {det_head} |",
-        "|" + "---|" * (5 + 2 * len(DETECTION_COLUMNS)),
+        "|" + "---|" * (5 + 2 * len(DETECTION)),
     ]
     for r in rows:
-        source, paper = paper_detection(r["row"])
-        ours = " | ".join(_fmt(r[c]) for c in DETECTION_COLUMNS)
-        theirs = (
-            " | ".join(_fmt(v) for v in paper)
-            if paper
-            else " | ".join("-" * 1 for _ in DETECTION_COLUMNS)
-        )
+        source, paper = paper_detection(r["variant"])
         lines.append(
-            f"| {r['job']} | {_label(r['row'])} | {r['backbone']} | `{r['overrides']}` | {ours} | "
-            f"{source or '-'} | {theirs} |"
+            f"| {r['job']} | {_label(r)} | {r['backbone']} | `{r['overrides']}` | "
+            f"{_cells(r, DETECTION)} | {source or '-'} | {_cells(paper, DETECTION)} |"
         )
-    prop_head = " | ".join(PROPOSAL_COLUMNS)
+    prop_head = " | ".join(m.paper for m in PROPOSALS)
     lines += [
         "",
         "## RPN proposals (class-agnostic recall; paper: Table 1)",
         "",
         f"| job | row | {prop_head} | paper {prop_head} |",
-        "|" + "---|" * (2 + 2 * len(PROPOSAL_COLUMNS)),
+        "|" + "---|" * (2 + 2 * len(PROPOSALS)),
     ]
     for r in rows:
-        ours = " | ".join(_fmt(r[c]) for c in PROPOSAL_COLUMNS)
-        paper = TABLE1_RPN.get(r["row"])
-        theirs = (
-            " | ".join(_fmt(v) for v in paper)
-            if paper
-            else " | ".join("-" for _ in PROPOSAL_COLUMNS)
+        paper = TABLE1.get(r["variant"])
+        lines.append(
+            f"| {r['job']} | {_label(r)} | {_cells(r, PROPOSALS)} | {_cells(paper, PROPOSALS)} |"
         )
-        lines.append(f"| {r['job']} | {_label(r['row'])} | {ours} | {theirs} |")
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         lines += ["", "## Failed jobs", ""]
@@ -136,18 +130,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['job']}: {_label(r['row'])}" for r in rows]
+    labels = [f"{r['job']}: {_label(r)}" for r in rows]
     x = range(len(rows))
+    papers = [paper_detection(r["variant"])[1] or {} for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) + 4), 4.5))
     for ax, title, values in (
-        (left, "ours: AP and AP50 (%)", [(r["AP"], r["AP50"]) for r in rows]),
-        (right, "paper: AP and AP50 (%)", [(p[1], p[0]) if p else (None, None)
-                                           for p in (paper_detection(r["row"])[1] for r in rows)]),
-    ):  # fmt: skip
-        ap = [v[0] or 0 for v in values]
-        ap50 = [v[1] or 0 for v in values]
-        ax.bar([i - 0.2 for i in x], ap, width=0.4, label="AP")
-        ax.bar([i + 0.2 for i in x], ap50, width=0.4, label="AP50")
+        (left, "ours: AP and AP@0.5 (%)", rows),
+        (right, "paper: AP and AP@0.5 (%)", papers),
+    ):
+        ax.bar([i - 0.2 for i in x], [v.get("map") or 0 for v in values], width=0.4, label="AP")
+        ax.bar([i + 0.2 for i in x], [v.get("map_50") or 0 for v in values], width=0.4,
+               label="AP@0.5")  # fmt: skip
         ax.set_xticks(list(x), labels, rotation=30, ha="right")
         ax.set_title(title)
         ax.legend()
@@ -163,16 +156,14 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
     paths["md"].write_text(markdown(rows, str(sweep_dir)))
+    columns = (*DETECTION, *PROPOSALS)
     with paths["csv"].open("w", newline="") as f:
-        fields = list(rows[0]) + [f"paper_{c}" for c in DETECTION_COLUMNS + PROPOSAL_COLUMNS]
+        fields = list(rows[0]) + [f"paper_{m.key}" for m in columns]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for r in rows:
-            _, det = paper_detection(r["row"])
-            prop = TABLE1_RPN.get(r["row"])
-            extra = {f"paper_{c}": v for c, v in zip(DETECTION_COLUMNS, det or ())}
-            extra |= {f"paper_{c}": v for c, v in zip(PROPOSAL_COLUMNS, prop or ())}
-            writer.writerow(r | extra)
+            paper = (paper_detection(r["variant"])[1] or {}) | TABLE1.get(r["variant"], {})
+            writer.writerow(r | {f"paper_{m.key}": paper.get(m.key) for m in columns})
     plot(rows, paths["png"])
     return paths
 

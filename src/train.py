@@ -1,16 +1,18 @@
-"""python -m src.train [overrides]: compose, seed, instantiate, fit, validate, test, report.
+"""python -m src.train [overrides]: compose, check, instantiate, fit, validate, test, report.
 
-With no overrides this is the CPU demo: the synthetic dataset (made on first use) and a
-ResNet-18 FPN at 256 px. Under ``-m`` each job gets its own folder; a failed job writes
-its error to results.json and error.log, and the sweep goes on.
+With no overrides this is the CPU demo: the synthetic dataset (made on first use), a
+ResNet-18 FPN at 256 px and the ``cpu_demo`` recipe. Under ``-m`` each job gets its own
+folder; a failed job writes its error to results.json and error.log, and the sweep goes on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,25 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.models.detector import resolve_variant
-from src.training import ddp
+from src.analysis.metrics import MONITOR
+from src.models.variants import VariantSpec
+from src.training import cli, ddp
 from src.training.checkpoints import check_resumable
-from src.training.config import build_datamodule, detector_kwargs, validate
+from src.training.config import build_datamodule, check, detector_kwargs
 from src.training.console import print_metrics
 from src.training.loggers import build_loggers, finish_wandb
 from src.training.module import DetectionModule
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What one job produced: final metrics (``val/*`` at the end, ``test/*`` of the best
+    checkpoint) and the module as built (its ``variant_spec`` says what was trained)."""
+
+    metrics: dict[str, float]
+    module: DetectionModule
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
@@ -39,21 +51,28 @@ def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
     ]
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one job. Returns the final metrics (``val/*`` at the end, ``test/*`` of the best)."""
-    validate(cfg)
-    kwargs = detector_kwargs(cfg)
-    if cfg.ckpt_path is not None:
-        check_resumable(cfg.ckpt_path, kwargs)
-    pl.seed_everything(cfg.seed, workers=True)
-
-    datamodule = build_datamodule(cfg)
+def build_module(cfg: DictConfig, spec: VariantSpec, categories: list[dict]) -> DetectionModule:
+    """The DetectionModule of ``cfg``, whose variant ``check(cfg)`` resolved to ``spec``."""
     module = DetectionModule(
-        kwargs,
-        datamodule.categories,
+        detector_kwargs(cfg, spec),
+        categories,
         proposal_recall=cfg.proposal_recall,
         **OmegaConf.to_container(cfg.optim, resolve=True),
     )
+    assert module.variant_spec == spec, (module.variant_spec, spec)
+    return module
+
+
+def train(cfg: DictConfig, on_built=None) -> TrainResult:
+    """Run one job. ``on_built(module)`` is called once the model exists (results.json)."""
+    spec = check(cfg)  # every value, before the data or the model exist
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, spec, datamodule.categories)
+    if cfg.ckpt_path is not None:
+        check_resumable(cfg.ckpt_path, module.variant_spec, module.hparams["detector"])
+    if on_built is not None:
+        on_built(module)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     group = Path(hc.sweep.dir).name if multirun else None
@@ -67,41 +86,44 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("cluster environment %s, world size %d", type(env).__name__, trainer.world_size)
     try:
         for lg in trainer.loggers:
-            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
         if cfg.train:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics = _scalars(trainer.callback_metrics)
         if cfg.test:
             best = (
                 trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             )
-            # `best` is the val/map-selected checkpoint; without one, test the weights in memory
+            # `best` is the MONITOR-selected checkpoint; without one, test the weights in memory
             ckpt = best or (None if cfg.train else cfg.ckpt_path)
-            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+            trainer.test(
+                module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True
+            )
             metrics |= _scalars(trainer.callback_metrics)
     finally:
         finish_wandb(loggers)
-    return metrics
+    return TrainResult(metrics, module)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1}
 
 
-def _paper_row(cfg: DictConfig) -> str:
-    """The paper row this job runs (fpn + lateral=false is row (e), "no_lateral")."""
-    try:
-        return resolve_variant(
-            cfg.model.variant, lateral=cfg.fpn.lateral, top_down=cfg.fpn.top_down,
-            levels=cfg.fpn.levels,
-        ).name  # fmt: skip
-    except ValueError:
-        return str(cfg.model.variant)
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float as None: results.json is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def _write_results(output_dir: Path, record: dict[str, Any]) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+    text = json.dumps(strict_json(record), indent=2, sort_keys=True, allow_nan=False)
+    (output_dir / "results.json").write_text(text)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -112,14 +134,18 @@ def main(cfg: DictConfig) -> float | None:
     record: dict[str, Any] = {
         "overrides": list(hc.overrides.task),
         "run_name": cfg.get("run_name"),
-        "variant": cfg.model.variant,
-        "backbone": cfg.backbone.name,
-        "fpn": OmegaConf.to_container(cfg.fpn, resolve=True),
-        "row": _paper_row(cfg),
+        "backbone": str(cfg.backbone.name),
+        "seed": cfg.seed,
     }
+
+    def built(module: DetectionModule) -> None:
+        # what the built model is, never a second reading of the config
+        record.update(module.variant_spec.as_dict())
+        record["fpn_out_channels"] = module.hparams["detector"].get("out_channels")
+
     start = time.perf_counter()
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, on_built=built).metrics
     except Exception as error:
         if not is_rank_zero:
             raise
@@ -141,8 +167,8 @@ def main(cfg: DictConfig) -> float | None:
         record["wall_time_s"] = round(time.perf_counter() - start, 1)
         _write_results(output_dir, record)
         print_metrics(metrics, title=f"{record['run_name']}  ({output_dir})")
-    return metrics.get("val/map")
+    return metrics.get(MONITOR)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -13,6 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+import src.training.config  # noqa: F401  (registers the typed schemas that conf/ names)
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 

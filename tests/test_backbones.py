@@ -172,7 +172,7 @@ def test_simple_backbone_loads_its_own_state_dict(tmp_path):
         ({"name": "resnet18", "norm": "ln"}, "norm='ln'.*bn, frozen_bn, gn, sync_bn"),
         ({"name": "resnet18", "trainable_layers": 6}, "trainable_layers=6.*0..5"),
         ({"name": "resnet18", "trainable_layers": -1}, "trainable_layers=-1.*0..5"),
-        ({"name": "resnet18", "widths": (8, 8, 8, 8, 8)}, "only for backbone='simple'"),
+        ({"name": "resnet18", "widths": (8, 8, 8, 8, 8)}, "only backbone='simple' takes widths"),
         ({"name": "simple", "widths": (8, 8)}, "5 positive ints"),
         ({"name": "simple", "levels": ("c6",)}, "c6"),
     ],

@@ -82,7 +82,7 @@ def test_multirun_of_ddp_jobs_gives_each_job_its_folder_and_wandb_run(tmp_path, 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     for job, variant in (("0", "fpn"), ("1", "c5")):
         record = results(sweep / job)
-        assert record["status"] == "ok" and record["row"] == variant
+        assert record["status"] == "ok" and record["variant"] == variant
         assert record["metrics"]["val/images"] == 8
         runs = list((sweep / job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, runs
@@ -92,22 +92,33 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on_and_the_report_shows_it(tm
     sweep = tmp_path / "sweep"
     proc = run_module(
         "src.train",
-        ["-m", *FAST, "fpn.lateral=maybe,false,null", f"paths.data_dir={data_dir}",
-         f"hydra.sweep.dir={sweep}"],
+        # c4 has no pyramid, so explicit pyramid levels make its job fail (and only its job)
+        ["-m", *FAST, "model.variant=c4,no_lateral,fpn", "fpn.levels=[p2,p3,p4,p5,p6]",
+         f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}"],
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     failed, no_lateral, fpn = (results(sweep / j) for j in ("0", "1", "2"))
-    assert failed["status"] == "failed" and "fpn.lateral" in failed["error"]
+    assert failed["status"] == "failed" and "model.variant" in failed["error"]
     assert (sweep / "0" / "error.log").is_file()
-    assert no_lateral["status"] == "ok" and no_lateral["row"] == "no_lateral"
-    assert fpn["status"] == "ok" and fpn["row"] == "fpn"
+    # what the built model was, as results.json records it
+    assert no_lateral["status"] == "ok"
+    assert (no_lateral["variant"], no_lateral["row"], no_lateral["lateral"]) == (
+        "no_lateral",
+        "e",
+        False,
+    )
+    assert fpn["status"] == "ok" and (fpn["variant"], fpn["row"], fpn["lateral"]) == (
+        "fpn",
+        "c",
+        True,
+    )
 
     paths = write_report(sweep, tmp_path / "report")
     md = paths["md"].read_text()
     assert "(e) no_lateral" in md and "(c) fpn" in md
     assert "56.9" in md  # the paper's FPN AP@0.5 (Table 3) beside ours
     assert "46.1" in md  # the paper's (e) AR1k (Table 1)
-    assert "Failed jobs" in md and "fpn.lateral" in md
+    assert "Failed jobs" in md and "model.variant" in md
     rows = paths["csv"].read_text().splitlines()
     assert len(rows) == 4  # header + three jobs
     assert paths["png"].stat().st_size > 1000

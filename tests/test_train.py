@@ -1,5 +1,5 @@
-"""The training system end to end: every experiment and backbone runs, bad input is refused,
-resuming reproduces an uninterrupted run."""
+"""The training system end to end: every experiment and backbone runs and builds what it names,
+bad input is refused, resuming reproduces an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, HydraException
-from run_helpers import TINY, compose_train
+from run_helpers import TINY, compose_train, run_module
 from torchvision.models import resnet50
 
 from src.train import train
+from src.training.cli import one_line
 from src.training.config import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/experiment").glob("*.yaml"))
@@ -42,6 +43,22 @@ def _fast_dev_run(overrides, tmp_path, data_dir):
     return cfg, train(cfg)
 
 
+# what each experiment file must build: (variant, paper row, RoI levels, backbone)
+EXPECTED = {
+    "a_c4": ("c4", "a", ["c4"], "resnet18"),
+    "b_c5": ("c5", "b", ["c5"], "resnet18"),
+    "c_fpn": ("fpn", "c", ["p2", "p3", "p4", "p5"], "resnet18"),
+    "d_bottom_up": ("bottom_up", "d", ["p2", "p3", "p4", "p5"], "resnet18"),
+    "e_no_lateral": ("no_lateral", "e", ["p2", "p3", "p4", "p5"], "resnet18"),
+    "f_p2_only": ("p2_only", "f", ["p2"], "resnet18"),
+    "coco_r50_fpn_1x": ("fpn", "c", ["p2", "p3", "p4", "p5"], "resnet50"),
+}
+
+
+def test_every_experiment_file_is_expected():
+    assert sorted(EXPECTED) == EXPERIMENTS
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_a_fast_dev_run_step(experiment, tmp_path, data_dir, resnet50_file):
     overrides = [f"experiment={experiment}"]
@@ -51,16 +68,34 @@ def test_every_experiment_runs_a_fast_dev_run_step(experiment, tmp_path, data_di
             "data=synthetic", "trainer=cpu", "trainer.devices=1", "logger=csv",
             f"backbone.pretrained_path={resnet50_file}",
         ]  # fmt: skip
-    cfg, metrics = _fast_dev_run(overrides, tmp_path, data_dir)
+    cfg, result = _fast_dev_run(overrides, tmp_path, data_dir)
+    metrics, model = result.metrics, result.module.model
     assert math.isfinite(metrics["train/loss"])
     assert "val/map" in metrics and "val/ar_1000" in metrics
     assert metrics["val/images"] == 1 * cfg.data.batch_size  # fast_dev_run: one val batch
+    variant, row, roi_levels, backbone = EXPECTED[experiment]
+    spec = result.module.variant_spec
+    assert (spec.name, spec.paper_row) == (variant, row)
+    assert model.roi_heads.box_roi_pool.featmap_names == roi_levels
+    assert result.module.hparams["detector"]["backbone"] == backbone
+
+
+# c4 (the third residual stage) holds 2 / 6 / 6 / 23 blocks in ResNet-18/34/50/101, and the
+# simple net one block of two convolutions; c5 ends with 512 or 2048 channels
+BACKBONE_SHAPES = {
+    "resnet18": (2, 512), "resnet34": (6, 512), "resnet50": (6, 2048), "resnet101": (23, 2048),
+    "simple": (2, 512),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_every_backbone_runs_a_fast_dev_run_step(backbone, tmp_path, data_dir):
-    _, metrics = _fast_dev_run([f"backbone={backbone}"], tmp_path, data_dir)
-    assert math.isfinite(metrics["train/loss"])
+    _, result = _fast_dev_run([f"backbone={backbone}"], tmp_path, data_dir)
+    assert math.isfinite(result.metrics["train/loss"])
+    body = result.module.model.backbone.body
+    blocks, c5_channels = BACKBONE_SHAPES[backbone]
+    assert len(body.c4) == blocks
+    assert body.out_channels["c5"] == c5_channels
 
 
 @pytest.mark.parametrize(
@@ -74,8 +109,29 @@ def test_every_backbone_runs_a_fast_dev_run_step(backbone, tmp_path, data_dir):
     ids=["resnet34-no-lateral", "no-top-down", "p2-only", "gn-bf16"],
 )
 def test_switch_overrides_run(overrides, tmp_path, data_dir):
-    _, metrics = _fast_dev_run(overrides, tmp_path, data_dir)
-    assert math.isfinite(metrics["train/loss"])
+    cfg, result = _fast_dev_run(overrides, tmp_path, data_dir)
+    assert math.isfinite(result.metrics["train/loss"])
+    model, spec = result.module.model, result.module.variant_spec
+    fpn = model.backbone.fpn
+    roi_levels = model.roi_heads.box_roi_pool.featmap_names
+    anchors = model.rpn.anchor_generator
+    if "fpn.lateral=false" in overrides:  # row (e): only c5 keeps its 1x1, on ResNet-34
+        assert (spec.name, spec.lateral) == ("no_lateral", False)
+        assert list(fpn.lateral) == ["c5"] and fpn.top_down
+        assert len(model.backbone.body.c2) == 3  # ResNet-34's first stage: 3 basic blocks
+    elif "fpn.top_down=false" in overrides:  # row (d): laterals, no top-down merge
+        assert (spec.name, spec.top_down) == ("bottom_up", False)
+        assert list(fpn.lateral) == ["c2", "c3", "c4", "c5"] and not fpn.top_down
+    elif "fpn.levels=[p2]" in overrides:  # row (f): RoIs and the RPN's 15 anchors on p2 alone
+        assert spec.name == "p2_only" and spec.levels == ("p2",)
+        assert roi_levels == ["p2"] and list(fpn.output) == ["p2"]
+        assert anchors.num_anchors_per_location() == [15]
+    else:  # group norm in bf16 autocast
+        norms = [m for m in model.backbone.body.modules() if isinstance(m, torch.nn.GroupNorm)]
+        assert norms and not any(
+            isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.body.modules()
+        )
+        assert cfg.trainer.precision == "bf16-mixed"
 
 
 @pytest.mark.parametrize(
@@ -83,18 +139,53 @@ def test_switch_overrides_run(overrides, tmp_path, data_dir):
     [
         ("fpn.lateral=maybe", "fpn.lateral"),
         ("backbone.norm=layer", "backbone.norm"),
-        ("backbone.trainable_layers=7", "backbone.trainable_layers"),
         ("model.variant=c6", "model.variant"),
         ("fpn.levels=[p7]", "fpn.levels"),
+        ("fpn.out_channels=wide", "fpn.out_channels"),
+        ("model.min_size=[a]", "model.min_size"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs"),
+    ],
+)
+def test_wrong_types_are_refused_while_composing(override, named, tmp_path, data_dir):
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_train([*TINY, override], tmp_path, data_dir)
+    assert one_line(error.value).startswith(override)
+    assert named in str(error.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("backbone.trainable_layers=7", "backbone.trainable_layers"),
         ("optim.base_lr=-1", "optim.base_lr"),
+        ("fpn.levels=[p6]", "fpn.levels"),
+        ("backbone.widths=[8,8,8,8,8]", "backbone.widths"),
+        ("model.variant=c4", "model.variant"),  # with fpn.lateral=false: no pyramid to switch
     ],
 )
 def test_bad_values_are_refused_before_anything_is_built(override, named, tmp_path, data_dir):
-    cfg = compose_train([*TINY, override], tmp_path, data_dir)
+    extra = ["fpn.lateral=false"] if override == "model.variant=c4" else []
+    cfg = compose_train([*TINY, override, *extra], tmp_path, data_dir)
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")) as error:
         train(cfg)
-    assert "allowed" in str(error.value)
+    assert "allowed" in str(error.value) or "apply" in str(error.value)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_wrong_type_is_one_line_and_builds_nothing(tmp_path):
+    """As the user sees it: `python -m src.train fpn.out_channels=wide`."""
+    for override, expected in (
+        ("trainer.max_epochs=abc", "an integer or null"),
+        ("fpn.out_channels=wide", "an integer"),
+        ("backbone.trainable_layers=x", "an integer or null"),
+    ):
+        run_dir = tmp_path / override.split("=")[0]
+        proc = run_module("src.train", [override, f"hydra.run.dir={run_dir}"], timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert lines[0].startswith(f"error: {override}:") and expected in lines[0], lines[0]
+        assert not run_dir.exists()
 
 
 def test_unknown_group_option_lists_the_allowed_ones(tmp_path, data_dir):
@@ -130,7 +221,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, data_dir):
         "~callbacks.prediction_panel",
     ]  # fmt: skip
     straight = tmp_path / "straight"
-    m_straight = train(compose_train([*common, "trainer.max_epochs=2"], straight, data_dir))
+    m_straight = train(compose_train([*common, "trainer.max_epochs=2"], straight, data_dir)).metrics
     first = tmp_path / "first"
     interrupt = ["+callbacks.stop._target_=run_helpers.StopAfterEpochs", "+callbacks.stop.epochs=1"]
     train(compose_train([*common, "trainer.max_epochs=2", *interrupt], first, data_dir))
@@ -141,7 +232,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, data_dir):
             resumed,
             data_dir,
         )
-    )
+    ).metrics
     whole, head, tail = _losses(straight), _losses(first), _losses(resumed)
     assert max(whole) == max(head | tail)  # same final global step
     assert set(head) | set(tail) == set(whole)

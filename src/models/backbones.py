@@ -214,6 +214,34 @@ def freeze_stages(stages: Mapping[str, nn.Module], trainable_layers: int) -> Non
         stage.requires_grad_(name in trainable)
 
 
+def check_backbone_options(
+    name: str,
+    *,
+    trainable_layers: int | None = None,
+    norm: str = "bn",
+    widths: Sequence[int] | None = None,
+) -> None:
+    """Raise ValueError, naming the argument and what is allowed, for options no network takes.
+
+    The one definition of these rules: ``build_backbone`` and the typed config both call it.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"backbone={name!r} is not allowed: choose one of {', '.join(BACKBONES)}")
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r} is not allowed: choose one of {', '.join(NORMS)}")
+    if trainable_layers is not None:
+        _check_trainable_layers(trainable_layers)
+    if widths is not None:
+        if name != "simple":
+            raise ValueError(
+                f"widths={widths!r} is not allowed with backbone={name!r}: only backbone='simple' "
+                "takes widths"
+            )
+        widths = tuple(widths)
+        if len(widths) != 5 or not all(isinstance(w, int) and w > 0 for w in widths):
+            raise ValueError(f"widths={widths!r} is not allowed: 5 positive ints (stem, c2..c5)")
+
+
 def build_backbone(
     name: str,
     *,
@@ -237,27 +265,20 @@ def build_backbone(
         widths: only for ``simple``: 5 channel counts for ``stem, c2, c3, c4, c5``
             (default ``SIMPLE_WIDTHS``).
     """
-    if name not in BACKBONES:
-        raise ValueError(f"backbone={name!r} is not allowed: choose one of {', '.join(BACKBONES)}")
+    check_backbone_options(name, trainable_layers=trainable_layers, norm=norm, widths=widths)
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not levels:
         raise ValueError(f"levels={tuple(levels)!r} is not allowed: a non-empty subset of {LEVELS}")
     if trainable_layers is None:
         trainable_layers = 3 if pretrained_path is not None else 5
-    _check_trainable_layers(trainable_layers)
     if pretrained_path is not None and not os.path.isfile(pretrained_path):
         raise PretrainedFileNotFoundError(
             f"pretrained_path={os.fspath(pretrained_path)!r}: no such file"
         )
     make_norm = norm_layer(norm)
     if name == "simple":
-        widths = SIMPLE_WIDTHS if widths is None else tuple(widths)
-        if len(widths) != 5 or not all(isinstance(w, int) and w > 0 for w in widths):
-            raise ValueError(f"widths={widths!r} is not allowed: 5 positive ints (stem, c2..c5)")
-        stages = _simple_stages(widths, make_norm)
+        stages = _simple_stages(SIMPLE_WIDTHS if widths is None else tuple(widths), make_norm)
     else:
-        if widths is not None:
-            raise ValueError(f"widths={widths!r} is only for backbone='simple', not {name!r}")
         stages = _resnet_stages(name, make_norm)
     top = max(STAGES.index(lv) for lv in levels)
     stages = OrderedDict(list(stages.items())[: top + 1])
@@ -279,6 +300,7 @@ __all__ = [
     "BottomUp",
     "PretrainedFileNotFoundError",
     "build_backbone",
+    "check_backbone_options",
     "freeze_stages",
     "gn_groups",
     "load_pretrained",

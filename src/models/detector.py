@@ -22,7 +22,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
-from src.models.backbones import BACKBONES, BottomUp, build_backbone
+from src.models.backbones import BottomUp, build_backbone, check_backbone_options
 from src.models.fpn import FeaturePyramid, pyramid_inputs
 from src.models.variants import (
     ANCHOR_SIZES,
@@ -146,10 +146,7 @@ def build_detector(
         The model, with ``model.variant_spec`` (a VariantSpec) attached.
     """
     spec = resolve_variant(variant, lateral=lateral, top_down=top_down, levels=levels)
-    if backbone not in BACKBONES:
-        raise ValueError(
-            f"backbone={backbone!r} is not allowed: choose one of {', '.join(BACKBONES)}"
-        )
+    check_backbone_options(backbone, trainable_layers=trainable_layers, norm=norm, widths=widths)
     _check_knobs(torchvision_knobs)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(

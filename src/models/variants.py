@@ -51,6 +51,12 @@ class VariantSpec:
         """Letter of the paper's table row, or None for a spec that is not one."""
         return PAPER_ROWS.get(self.name)
 
+    def as_dict(self) -> dict[str, object]:
+        """Plain values (for results.json and checkpoints): ``variant``, ``row`` (the paper's
+        letter or None), ``head``, ``lateral``, ``top_down``, ``levels`` (a list)."""
+        return {"variant": self.name, "row": self.paper_row, "head": self.head,
+                "lateral": self.lateral, "top_down": self.top_down, "levels": list(self.levels)}  # fmt: skip
+
 
 def _pyramid_name(lateral: bool, top_down: bool, levels: tuple[str, ...]) -> str:
     row = _PYRAMID_ROWS.get((lateral, top_down, levels))

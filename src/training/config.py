@@ -1,16 +1,30 @@
-"""Checks a composed config before anything is built, and turns it into constructor arguments."""
+"""Typed configs: every value of ``conf/`` has a type that Hydra checks when it composes.
+
+The dataclasses below are registered in Hydra's ConfigStore as the schemas of the primary
+configs (``train``, ``eval``, ``predict``): ``trainer.max_epochs=abc``, ``fpn.out_channels=wide``
+or ``backbone.norm=layer`` are refused while composing, before anything is built, naming the
+key, the value and what is allowed (:func:`src.training.cli.one_line_errors` prints it as one
+line). What a type cannot say (ranges, combinations of switches) is checked by
+:func:`check`, which reuses the rules of the constructors themselves (one definition each) and
+names the full key.
+"""
 
 from __future__ import annotations
 
-import numbers
+import re
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from src.models.backbones import BACKBONES, NORMS
-from src.models.detector import VARIANTS
+from src.analysis.metrics import MONITOR
+from src.data.coco import BAD_IMAGE_MODES
+from src.models.backbones import BACKBONES, NORMS, check_backbone_options
+from src.models.detector import VARIANTS, VariantSpec, resolve_variant
 from src.models.fpn import PYRAMID_LEVELS
 
 
@@ -18,69 +32,330 @@ class ConfigError(ValueError):
     """A config value that is not allowed; the message names the key and the allowed values."""
 
 
-def _bool_or_null(key: str, value: Any) -> None:
-    if value is not None and not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r} is not allowed: use true, false or null")
+class _Choice(str, Enum):
+    """A string choice: compares equal to its value and prints as it (``${backbone.name}``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
 
 
-def _choice(key: str, value: Any, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not allowed: choose one of {', '.join(allowed)}")
+BackboneName = _Choice("BackboneName", {n: n for n in BACKBONES})
+Norm = _Choice("Norm", {n: n for n in NORMS})
+Variant = _Choice("Variant", {n: n for n in VARIANTS})
+Level = _Choice("Level", {n: n for n in PYRAMID_LEVELS})
+BadImageMode = _Choice("BadImageMode", {n: n for n in BAD_IMAGE_MODES})
+RAISE = BadImageMode("raise")
 
 
-def _number(key: str, value: Any, *, minimum=None, integer=False, nullable=False) -> None:
-    if value is None and nullable:
-        return
-    kind = "an integer" if integer else "a number"
-    ok = isinstance(value, numbers.Integral if integer else numbers.Real)
-    if not ok or isinstance(value, bool) or (minimum is not None and value < minimum):
-        bound = f" >= {minimum}" if minimum is not None else ""
-        null = " or null" if nullable else ""
-        raise ConfigError(f"{key}={value!r} is not allowed: use {kind}{bound}{null}")
+@dataclass
+class BackboneConfig:
+    """``conf/backbone/``: the bottom-up pathway (``src.models.backbones.build_backbone``)."""
+
+    name: BackboneName = BackboneName.resnet18
+    norm: Norm = Norm.bn
+    trainable_layers: int | None = None  # 0..5; None: 3 with pretrained weights, else 5
+    pretrained_path: str | None = None
+    widths: list[int] | None = None  # backbone=simple only
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for a value the framework cannot use, before any model or data exists."""
-    b, f, m, o = cfg.backbone, cfg.fpn, cfg.model, cfg.optim
-    _choice("backbone.name", b.name, BACKBONES)
-    _choice("backbone.norm", b.norm, NORMS)
-    if b.trainable_layers is not None and b.trainable_layers not in range(6):
-        raise ConfigError(
-            f"backbone.trainable_layers={b.trainable_layers!r} is not allowed: use 0..5 or null"
+@dataclass
+class FpnConfig:
+    """``conf/fpn/``: the top-down pathway's switches; None: as ``model.variant`` defines it."""
+
+    lateral: bool | None = None
+    top_down: bool | None = None
+    levels: list[Level] | None = None
+    out_channels: int = 256
+
+
+@dataclass
+class ModelConfig:
+    """``conf/model/``: the paper's variant and torchvision's FasterRCNN knobs (its defaults)."""
+
+    variant: Variant = Variant.fpn
+    min_size: int = 800
+    max_size: int = 1333
+    anchor_scale: float = 1.0
+    representation_size: int = 1024
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+    size_divisible: int = 32
+    fixed_size: list[int] | None = None
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_nms_thresh: float = 0.7
+    rpn_fg_iou_thresh: float = 0.7
+    rpn_bg_iou_thresh: float = 0.3
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_score_thresh: float = 0.0
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 100
+    box_fg_iou_thresh: float = 0.5
+    box_bg_iou_thresh: float = 0.5
+    box_batch_size_per_image: int = 512
+    box_positive_fraction: float = 0.25
+    bbox_reg_weights: list[float] | None = None
+
+
+@dataclass
+class OptimConfig:
+    """``conf/optim/``: SGD and the paper's step schedule (``DetectionModule``'s arguments)."""
+
+    lr: float | None = None  # None: base_lr scaled linearly to the effective batch
+    base_lr: float = 0.02
+    base_batch_size: int = 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    norm_weight_decay: float = 0.0
+    bias_weight_decay: float = 0.0
+    warmup_steps: int = 500
+    warmup_factor: float = 0.001
+    milestones: list[float] = field(default_factory=lambda: [2 / 3, 8 / 9])
+    gamma: float = 0.1
+
+
+@dataclass
+class SyntheticConfig:
+    """``data.synthetic``: the generated dataset's size (``src.data.synthetic``)."""
+
+    num_train: int = 600
+    num_val: int = 150
+    image_size: int = 256
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """``conf/data/``: a ``CocoDataModule`` (see its docstring for each argument)."""
+
+    _target_: str = "src.data.datamodule.CocoDataModule"
+    root: str = MISSING
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    test_split: str | None = None
+    batch_size: int = 2
+    val_batch_size: int | None = None
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    max_images: int | None = None
+    filter_empty: bool = True
+    on_bad_image: BadImageMode = RAISE
+    hflip_prob: float = 0.5
+    scale_jitter: list[float] | None = None
+    aspect_grouping: bool = True
+    cache_dir: str | None = None
+    seed: int = 0
+    synthetic: SyntheticConfig | None = None  # set: generated before the datamodule is built
+
+
+@dataclass
+class TrainerConfig:
+    """``conf/trainer/``: ``pytorch_lightning.Trainer`` arguments, typed; defaults are Lightning's
+    (a test checks). Others can still be added with ``+trainer.NAME=VALUE``."""
+
+    _target_: str = "pytorch_lightning.Trainer"
+    default_root_dir: str | None = None
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    devices: Any = "auto"  # an int, a list of ids, or "auto"
+    num_nodes: int = 1
+    precision: str | None = None
+    logger: Any = None
+    fast_dev_run: Any = False  # a bool or a number of batches
+    max_epochs: int | None = None
+    min_epochs: int | None = None
+    max_steps: int = -1
+    min_steps: int | None = None
+    max_time: str | None = None
+    limit_train_batches: float | None = None
+    limit_val_batches: float | None = None
+    limit_test_batches: float | None = None
+    val_check_interval: Any = None
+    check_val_every_n_epoch: int | None = 1
+    num_sanity_val_steps: int | None = None
+    log_every_n_steps: int | None = None
+    enable_checkpointing: bool | None = None
+    enable_progress_bar: bool | None = None
+    enable_model_summary: bool | None = None
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str | None = None
+    deterministic: Any = None  # true, false or "warn"
+    benchmark: bool | None = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    profiler: str | None = None
+    detect_anomaly: bool = False
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = 0
+
+
+@dataclass
+class PathsConfig:
+    """``conf/paths/``: where data and outputs go."""
+
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    log_dir: str = MISSING
+    output_dir: str = MISSING
+    coco_dir: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """``conf/train.yaml``: one training job (``python -m src.train``)."""
+
+    task_name: str = "train"
+    run_name: str = MISSING
+    tags: list[str] = field(default_factory=list)
+    seed: int = 0
+    train: bool = True
+    test: bool = True
+    ckpt_path: str | None = None
+    proposal_recall: bool = True
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FpnConfig = field(default_factory=FpnConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: dict[str, Any] | None = None
+    callbacks: dict[str, Any] | None = None
+
+
+@dataclass
+class EvalConfig:
+    """``conf/eval.yaml``: metrics of a checkpoint on a split (``python -m src.eval``)."""
+
+    task_name: str = "eval"
+    seed: int = 0
+    ckpt_path: str = MISSING
+    split: str | None = None
+    results_file: str = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # the data config's image scale; the model itself is rebuilt from the checkpoint
+    model: dict[str, Any] | None = None
+
+
+@dataclass
+class PredictConfig:
+    """``conf/predict.yaml``: boxes drawn on images (``python -m src.predict``)."""
+
+    task_name: str = "predict"
+    ckpt_path: str = MISSING
+    input: str = MISSING
+    output_dir: str = MISSING
+    score_threshold: float = 0.5
+    device: str = "cpu"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_configs() -> None:
+    """Register the schemas; each primary config names its own first in its defaults list."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(name="eval_schema", node=EvalConfig)
+    store.store(name="predict_schema", node=PredictConfig)
+
+
+register_configs()
+# ${monitor:} in conf/: the one metric that checkpointing and sweeps select on
+OmegaConf.register_new_resolver("monitor", lambda: MONITOR, replace=True)
+
+
+# ---- what a type cannot say ---------------------------------------------------------------
+_DETECTOR_KEYS = {"variant": "model.variant", "lateral": "fpn.lateral",
+                  "top_down": "fpn.top_down", "levels": "fpn.levels"}  # fmt: skip
+
+
+def _named(error: ValueError, keys: dict[str, str]) -> ConfigError:
+    """The constructor's message with its argument names spelled as config keys."""
+    message = str(error)
+    for name, key in keys.items():
+        message = re.sub(rf"(?<![\w.]){name}(?==)", key, message)
+    return ConfigError(message)
+
+
+def _at_least(key: str, value: Any, minimum: float) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(f"{key}={value!r} is not allowed: use a number >= {minimum}")
+
+
+def resolve_detector(cfg: DictConfig) -> VariantSpec:
+    """The variant that ``model.variant`` and the ``fpn`` switches make; ConfigError names the key.
+
+    Called once per job, before anything is built; the spec it returns is what the built model
+    carries, what ``results.json`` records, and what a resumed checkpoint must match.
+    """
+    try:
+        return resolve_variant(
+            str(cfg.model.variant),
+            lateral=cfg.fpn.lateral,
+            top_down=cfg.fpn.top_down,
+            levels=None if cfg.fpn.levels is None else [str(lv) for lv in cfg.fpn.levels],
         )
-    _bool_or_null("fpn.lateral", f.lateral)
-    _bool_or_null("fpn.top_down", f.top_down)
-    if f.levels is not None:
-        levels = list(f.levels) if OmegaConf.is_list(f.levels) else [f.levels]
-        bad = [lv for lv in levels if lv not in PYRAMID_LEVELS]
-        if bad or not levels:
-            raise ConfigError(
-                f"fpn.levels={levels!r} is not allowed: a non-empty list of {', '.join(PYRAMID_LEVELS)}"
-            )
-    _number("fpn.out_channels", f.out_channels, minimum=1, integer=True)
-    _choice("model.variant", m.variant, VARIANTS)
-    _number("model.anchor_scale", m.anchor_scale, minimum=1e-6)
-    _number("optim.lr", o.lr, minimum=0, nullable=True)
-    for key in ("base_lr", "momentum", "weight_decay", "norm_weight_decay", "bias_weight_decay"):
-        _number(f"optim.{key}", o[key], minimum=0)
-    _number("optim.warmup_steps", o.warmup_steps, minimum=0, integer=True)
-    _number("data.batch_size", cfg.data.batch_size, minimum=1, integer=True)
+    except ValueError as error:
+        raise _named(error, _DETECTOR_KEYS) from None
 
 
-def detector_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """``build_detector`` keyword arguments (all but num_classes) from backbone/, fpn/, model/."""
-    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
-    fpn = OmegaConf.to_container(cfg.fpn, resolve=True)
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    kwargs = {"variant": model.pop("variant"), "backbone": backbone.pop("name")}
-    if fpn.get("levels") is not None and not isinstance(fpn["levels"], list):
-        fpn["levels"] = [fpn["levels"]]
-    return kwargs | backbone | fpn | model
+def check(cfg: DictConfig) -> VariantSpec:
+    """Raise ConfigError for a well-typed value the framework cannot use; returns the variant.
+
+    Uses the constructors' own rules (``check_backbone_options``, ``resolve_variant``), so each
+    rule is written once; nothing is built here.
+    """
+    spec = resolve_detector(cfg)
+    b = cfg.backbone
+    try:
+        check_backbone_options(
+            str(b.name), trainable_layers=b.trainable_layers, norm=str(b.norm), widths=b.widths
+        )
+    except ValueError as error:
+        keys = {k: f"backbone.{k}" for k in ("trainable_layers", "norm", "widths", "backbone")}
+        raise _named(error, keys | {"backbone": "backbone.name"}) from None
+    _at_least("fpn.out_channels", cfg.fpn.out_channels, 1)
+    _at_least("model.anchor_scale", cfg.model.anchor_scale, 1e-6)
+    _at_least("model.min_size", cfg.model.min_size, 1)
+    _at_least("optim.lr", cfg.optim.lr, 0)
+    for key in ("base_lr", "momentum", "weight_decay", "norm_weight_decay", "bias_weight_decay",
+                "warmup_steps"):  # fmt: skip
+        _at_least(f"optim.{key}", cfg.optim[key], 0)
+    _at_least("data.batch_size", cfg.data.batch_size, 1)
+    return spec
+
+
+def detector_kwargs(cfg: DictConfig, spec: VariantSpec) -> dict[str, Any]:
+    """``build_detector`` keyword arguments (all but num_classes): the resolved variant and its
+    switches, then ``backbone.*``, ``fpn.out_channels`` and ``model.*``, each key from one group."""
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True, enum_to_str=True)
+    model = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
+    kwargs: dict[str, Any] = {
+        "variant": spec.name if spec.paper_row else str(cfg.model.variant),
+        "backbone": backbone.pop("name"),
+        "lateral": spec.lateral,
+        "top_down": spec.top_down,
+        "levels": list(spec.levels) if spec.head == "fpn" else None,
+    }
+    model.pop("variant")
+    parts = [backbone, {"out_channels": cfg.fpn.out_channels}, model]
+    for part in parts:
+        clash = set(kwargs) & set(part)
+        assert not clash, f"detector keys set by two groups: {clash}"
+        kwargs |= part
+    return kwargs
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """The datamodule of ``cfg.data``; a synthetic dataset is generated first if missing."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
     synthetic = data.pop("synthetic", None)
     if synthetic is not None:
         from src.data.synthetic import ensure_synthetic

@@ -5,12 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-# the paper's columns first, then recall and proposal recall
-ORDER = (
-    "map_50", "map", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10",
-    "mar_100", "mar_small", "mar_medium", "mar_large", "ar_100", "ar_1000", "ar_small",
-    "ar_medium", "ar_large", "images",
-)  # fmt: skip
+from src.analysis.metrics import METRICS
+
+ORDER = tuple(m.key for m in METRICS)  # the paper's columns first, then recall
 
 
 def print_metrics(metrics: dict[str, float], title: str = "metrics") -> None:

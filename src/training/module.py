@@ -12,24 +12,14 @@ from torch import Tensor
 from torchmetrics import SumMetric
 from torchmetrics.detection import MeanAveragePrecision
 
-from src.models.detector import build_detector
+from src.analysis.metrics import from_source
+from src.models.detector import VariantSpec, build_detector
 from src.models.inference import detect_with_proposals, to_float_images
+from src.training.checkpoints import SPEC_KEY
 from src.training.optim import build_sgd, scaled_lr, warmup_multistep
 
 # faster_coco_eval prints its whole summary at INFO on every compute; we log the numbers ourselves
 logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
-
-# torchmetrics' names -> ours. Small/medium/large recall of proposals is at 1000, as in Table 1.
-DETECTION_KEYS = {
-    "map": "map", "map_50": "map_50", "map_75": "map_75", "map_small": "map_small",
-    "map_medium": "map_medium", "map_large": "map_large", "mar_1": "mar_1", "mar_10": "mar_10",
-    "mar_100": "mar_100", "mar_small": "mar_small", "mar_medium": "mar_medium",
-    "mar_large": "mar_large",
-}  # fmt: skip
-PROPOSAL_KEYS = {
-    "mar_100": "ar_100", "mar_1000": "ar_1000", "mar_small": "ar_small",
-    "mar_medium": "ar_medium", "mar_large": "ar_large",
-}  # fmt: skip
 
 
 class DetectionModule(pl.LightningModule):
@@ -91,8 +81,13 @@ class DetectionModule(pl.LightningModule):
         self.coco_results: list[dict] | None = None
 
     @property
-    def variant(self) -> str:
-        return self.model.variant_spec.name
+    def variant_spec(self) -> VariantSpec:
+        """What the built model is (the paper's row, head, switches, levels)."""
+        return self.model.variant_spec
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # read back by src.training.checkpoints.check_resumable: the model as built
+        checkpoint[SPEC_KEY] = self.variant_spec.as_dict()
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections in original image coordinates with original category ids as labels."""
@@ -160,10 +155,10 @@ class DetectionModule(pl.LightningModule):
 
     def _log_eval(self, stage: str) -> None:
         det = self.metrics[f"{stage}_det"].compute()
-        values = {f"{stage}/{ours}": det[theirs] for theirs, ours in DETECTION_KEYS.items()}
+        values = {f"{stage}/{m.key}": det[m.torchmetrics] for m in from_source("detections")}
         if f"{stage}_rpn" in self.metrics:
             rpn = self.metrics[f"{stage}_rpn"].compute()
-            values |= {f"{stage}/{ours}": rpn[theirs] for theirs, ours in PROPOSAL_KEYS.items()}
+            values |= {f"{stage}/{m.key}": rpn[m.torchmetrics] for m in from_source("proposals")}
             self.metrics[f"{stage}_rpn"].reset()
         values[f"{stage}/images"] = self.metrics[f"{stage}_images"].compute()
         self.metrics[f"{stage}_det"].reset()
