@@ -29,6 +29,7 @@ from src.training import cli, ddp
 from src.training.checkpoints import check_resumable
 from src.training.config import build_datamodule, check, detector_kwargs
 from src.training.console import print_metrics
+from src.training.history import Position, ResumableCSVLogger, drop_panels_after
 from src.training.loggers import build_loggers, finish_wandb
 from src.training.module import DetectionModule
 
@@ -42,6 +43,7 @@ class TrainResult:
 
     metrics: dict[str, float]
     module: DetectionModule
+    skipped_images: dict[str, int]  # unreadable images skipped per split role (on_bad_image=skip)
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
@@ -69,14 +71,17 @@ def train(cfg: DictConfig, on_built=None) -> TrainResult:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, spec, datamodule.categories)
+    resumed = None
     if cfg.ckpt_path is not None:
-        check_resumable(cfg.ckpt_path, module.variant_spec, module.hparams["detector"])
+        resumed = check_resumable(cfg.ckpt_path, module.variant_spec, module.hparams["detector"])
     if on_built is not None:
         on_built(module)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     group = Path(hc.sweep.dir).name if multirun else None
     loggers = build_loggers(cfg.get("logger"), cfg.paths.output_dir, group)
+    if resumed is not None:
+        _keep_history(loggers, Position(resumed["epoch"], resumed["global_step"]))
     ddp.install()
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers
@@ -102,7 +107,18 @@ def train(cfg: DictConfig, on_built=None) -> TrainResult:
             metrics |= _scalars(trainer.callback_metrics)
     finally:
         finish_wandb(loggers)
-    return TrainResult(metrics, module)
+    return TrainResult(metrics, module, datamodule.skipped_images)
+
+
+def _keep_history(loggers: list, position: Position) -> None:
+    """Resuming: keep the CSV rows and panels the checkpoint covers, drop what it does not."""
+    log.info("resuming at epoch %d, step %d", position.epoch, position.global_step)
+    for lg in loggers:
+        if isinstance(lg, ResumableCSVLogger):
+            lg.resume_from(position)
+            # the panels live in the first logger's folder (trainer.log_dir)
+            if lg is loggers[0]:
+                drop_panels_after(Path(lg.log_dir) / "predictions", position.epoch)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -145,7 +161,9 @@ def main(cfg: DictConfig) -> float | None:
 
     start = time.perf_counter()
     try:
-        metrics = train(cfg, on_built=built).metrics
+        result = train(cfg, on_built=built)
+        metrics = result.metrics
+        record["skipped_images"] = result.skipped_images
     except Exception as error:
         if not is_rank_zero:
             raise

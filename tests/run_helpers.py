@@ -89,3 +89,20 @@ class StopAfterEpochs:
                     trainer.should_stop = True
 
         return _Stop()
+
+
+class PoisonLearningRate:
+    """A Lightning callback that sets a learning rate of 1e6 from epoch ``epoch`` on: a run that
+    trains well, then diverges."""
+
+    def __new__(cls, epoch: int):
+        import pytorch_lightning as pl
+
+        class _Poison(pl.Callback):
+            def on_train_epoch_start(self, trainer, module):
+                if trainer.current_epoch >= epoch:
+                    for group in trainer.optimizers[0].param_groups:
+                        group["lr"] = 1e6
+                    trainer.lr_scheduler_configs.clear()  # keep it there
+
+        return _Poison()

@@ -344,6 +344,13 @@ def _is_current(out_dir: Path, params: dict) -> bool:
             and all((out_dir / "annotations" / f"instances_{s}.json").is_file() for s in SPLITS))  # fmt: skip
 
 
+def is_synthetic_dataset(out_dir: str | Path) -> bool:
+    """True when ``out_dir`` holds a complete synthetic dataset (any parameters)."""
+    marker = _read_marker(Path(out_dir))
+    return (marker is not None and marker.get("complete") is True
+            and all((Path(out_dir) / "annotations" / f"instances_{s}.json").is_file() for s in SPLITS))  # fmt: skip
+
+
 def ensure_synthetic(
     out_dir: str | Path, *, force: bool = False, progress: bool = False, **kwargs
 ) -> Path:

@@ -90,7 +90,7 @@ def check_resumable(
         spec: the built model's ``variant_spec``; detector: its ``build_detector`` arguments.
 
     Returns:
-        The checkpoint's hyperparameters.
+        ``{"hparams": ..., "epoch": int, "global_step": int}`` of the checkpoint.
     """
     ckpt = load_checkpoint(ckpt_path)
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
@@ -107,4 +107,5 @@ def check_resumable(
             f"ckpt_path={str(ckpt_path)!r} holds a different model ({lines}); "
             "resume with the settings it was trained with, or drop ckpt_path to start afresh"
         )
-    return dict(hparams)
+    return {"hparams": dict(hparams), "epoch": int(ckpt.get("epoch", 0)),
+            "global_step": int(ckpt.get("global_step", 0))}  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -116,6 +117,7 @@ class OptimConfig:
     warmup_factor: float = 0.001
     milestones: list[float] = field(default_factory=lambda: [2 / 3, 8 / 9])
     gamma: float = 0.1
+    max_loss: float | None = None  # stop when the training loss exceeds it (NaN/inf always stop)
 
 
 @dataclass
@@ -126,6 +128,9 @@ class SyntheticConfig:
     num_val: int = 150
     image_size: int = 256
     seed: int = 0
+    # None: made on first use only at default_root, so that a mistyped data.root is an error
+    generate: bool | None = None
+    default_root: str = MISSING
 
 
 @dataclass
@@ -354,11 +359,28 @@ def detector_kwargs(cfg: DictConfig, spec: VariantSpec) -> dict[str, Any]:
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """The datamodule of ``cfg.data``; a synthetic dataset is generated first if missing."""
+    """The datamodule of ``cfg.data``; a synthetic dataset is generated first where allowed.
+
+    Raises:
+        ConfigError: ``data.root`` holds no synthetic dataset and generating one there was not
+            asked for (a typo would otherwise fill a new folder with a new dataset).
+    """
     data = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
     synthetic = data.pop("synthetic", None)
     if synthetic is not None:
-        from src.data.synthetic import ensure_synthetic
+        from src.data.synthetic import ensure_synthetic, is_synthetic_dataset
 
-        ensure_synthetic(data["root"], progress=True, **synthetic)
+        generate, home = synthetic.pop("generate"), synthetic.pop("default_root")
+        root = Path(data["root"])
+        if generate is None:
+            generate = root.resolve() == Path(home).resolve()
+        if generate:
+            ensure_synthetic(root, progress=True, **synthetic)
+        elif not is_synthetic_dataset(root):
+            raise ConfigError(
+                f"data.root={str(root)!r} holds no synthetic dataset "
+                f"({'no such folder' if not root.exists() else 'no complete dataset there'}); "
+                f"it is made on first use only at its default place {home!r}: check the path, "
+                "or add data.synthetic.generate=true to make one there"
+            )
     return hydra.utils.instantiate(data, _convert_="all")

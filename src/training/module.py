@@ -22,6 +22,10 @@ from src.training.optim import build_sgd, scaled_lr, warmup_multistep
 logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
 
 
+class DivergedError(RuntimeError):
+    """Training produced a non-finite (or too large) loss, or non-finite weights."""
+
+
 class DetectionModule(pl.LightningModule):
     """Trains ``build_detector(**detector)`` and reports COCO metrics in original category ids.
 
@@ -36,6 +40,8 @@ class DetectionModule(pl.LightningModule):
             to the effective batch (per-device batch x devices x accumulation).
         warmup_steps: linear warm-up length, capped at a tenth of the run for short runs.
         milestones: fractions of training where the rate drops by ``gamma``.
+        max_loss: stop (``DivergedError``) when the summed training loss exceeds it; a
+            non-finite loss always stops the run.
         proposal_recall: also measure the RPN's class-agnostic AR@100/1000 (Table 1).
     """
 
@@ -55,6 +61,7 @@ class DetectionModule(pl.LightningModule):
         warmup_factor: float = 0.001,
         milestones: Sequence[float] = (2 / 3, 8 / 9),
         gamma: float = 0.1,
+        max_loss: float | None = None,
         proposal_recall: bool = True,
     ) -> None:
         super().__init__()
@@ -86,6 +93,16 @@ class DetectionModule(pl.LightningModule):
         return self.model.variant_spec
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint is written only with finite weights, so last.ckpt and the best one stay
+        # the last good state of a run that diverges (raising here stops the write).
+        bad = [k for k, v in checkpoint["state_dict"].items()
+               if v.is_floating_point() and not torch.isfinite(v).all()]  # fmt: skip
+        if bad:
+            raise DivergedError(
+                f"training diverged by step {self.global_step}: non-finite weights in "
+                f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} ({len(bad)} tensors); "
+                "not saving them over the last good checkpoint"
+            )
         # read back by src.training.checkpoints.check_resumable: the model as built
         checkpoint[SPEC_KEY] = self.variant_spec.as_dict()
 
@@ -102,10 +119,33 @@ class DetectionModule(pl.LightningModule):
         targets = [{"boxes": _plain(t["boxes"]), "labels": t["labels"]} for t in targets]
         losses = self.model(to_float_images(images), targets)
         loss = sum(losses.values())
+        self._check_loss(loss, losses)
         n = len(images)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=n)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
+
+    def _check_loss(self, loss: Tensor, losses: dict[str, Tensor]) -> None:
+        """Stop at the first non-finite (or too large) loss, naming the step and the terms.
+
+        One host sync per step, as torchvision's detection reference does: training on past a
+        NaN would only write NaN weights and a meaningless result.
+        """
+        too_large = self.hparams.max_loss is not None and loss > self.hparams.max_loss
+        if bool(torch.isfinite(loss)) and not too_large:
+            return
+        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+        reason = (
+            f"non-finite loss terms: {', '.join(bad)}"
+            if bad
+            else f"loss {float(loss):.4g} > optim.max_loss={self.hparams.max_loss}"
+        )
+        raise DivergedError(
+            f"training diverged at step {self.global_step} (epoch {self.current_epoch}): "
+            f"{reason} ({terms}); lower the learning rate (optim.lr / optim.base_lr) or clip "
+            "gradients (trainer.gradient_clip_val)"
+        )
 
     # ---- evaluation -----------------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:
