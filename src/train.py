@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.analysis.metrics import MONITOR
 from src.models.variants import VariantSpec
 from src.training import cli, ddp
+from src.training.checkpoint_io import AtomicCheckpointIO
 from src.training.checkpoints import check_resumable
 from src.training.config import build_datamodule, check, detector_kwargs
 from src.training.console import print_metrics
@@ -84,7 +85,11 @@ def train(cfg: DictConfig, on_built=None) -> TrainResult:
         _keep_history(loggers, Position(resumed["epoch"], resumed["global_step"]))
     ddp.install()
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers
+        cfg.trainer,
+        callbacks=build_callbacks(cfg.get("callbacks")),
+        logger=loggers,
+        # a kill during a save never leaves a cut last.ckpt: temp file, fsync, rename
+        plugins=[AtomicCheckpointIO()],
     )
     env = getattr(trainer.strategy, "cluster_environment", None)
     if env is not None:  # which launcher wired the ranks: Lightning's own, SLURM, torchrun...

@@ -47,6 +47,8 @@ class CocoDetection(torch.utils.data.Dataset):
         on_bad_image: ``"raise"`` an error naming file and image id for a missing or
             corrupt image, or ``"skip"`` it (the sample is None; see ``num_skipped``).
         max_images: keep only the first N images by image id (after filtering).
+        skip_images: leave out the first N images by image id (after filtering) before
+            ``max_images`` applies: ``skip_images=4, max_images=4`` is the second set of four.
         cache_dir: where the index cache goes; None: next to the annotations when
             writable, else ``~/.cache/fpn`` (``FPN_CACHE_DIR`` overrides).
         index: an already loaded index of this split (saves a second load).
@@ -67,6 +69,7 @@ class CocoDetection(torch.utils.data.Dataset):
         filter_empty: bool | None = None,
         on_bad_image: str = "raise",
         max_images: int | None = None,
+        skip_images: int = 0,
         cache_dir: str | Path | None = None,
         index: CocoIndex | None = None,
     ) -> None:
@@ -83,6 +86,9 @@ class CocoDetection(torch.utils.data.Dataset):
         positions = np.arange(len(self.index))
         if train if filter_empty is None else filter_empty:
             positions = positions[self.index.non_crowd_counts() > 0]
+        if isinstance(skip_images, bool) or int(skip_images) < 0:
+            raise ValueError(f"skip_images={skip_images!r}; allowed: an integer >= 0")
+        positions = positions[int(skip_images) :]
         if max_images is not None:
             positions = positions[: int(max_images)]
         self._positions = positions

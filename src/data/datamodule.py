@@ -29,6 +29,8 @@ class CocoDataModule(pl.LightningDataModule):
         train_split, val_split: split names; test_split None means val_split.
         batch_size: training images per rank; val_batch_size None means batch_size.
         num_workers, pin_memory, persistent_workers: as for ``DataLoader``.
+        skip_images: leave out the first N images (by id) of each split first, so that
+            ``skip_images`` + ``max_images`` pick another set of images.
         max_images: only the first N images (by id) of each split, for quick runs. With
             ``val_split == train_split`` validation sees exactly the training images.
         filter_empty: leave training images without a (non-crowd) box out.
@@ -52,6 +54,7 @@ class CocoDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         max_images: int | None = None,
+        skip_images: int = 0,
         filter_empty: bool = True,
         on_bad_image: str = "raise",
         hflip_prob: float = 0.5,
@@ -86,6 +89,7 @@ class CocoDataModule(pl.LightningDataModule):
             on_bad_image,
         )
         self.aspect_grouping, self.cache_dir, self.seed = aspect_grouping, cache_dir, int(seed)
+        self.skip_images = int(skip_images)
         self.train_dataset: CocoDetection | None = None
         self.val_dataset: CocoDetection | None = None
         self.test_dataset: CocoDetection | None = None
@@ -139,6 +143,7 @@ class CocoDataModule(pl.LightningDataModule):
             filter_empty=self.filter_empty if (train or same_as_train) else False,
             on_bad_image=self.on_bad_image,
             max_images=self.max_images,
+            skip_images=self.skip_images,
             cache_dir=self.cache_dir,
             index=self._index(split),
         )

@@ -47,12 +47,21 @@ def load_checkpoint(path: str | Path, *, what: str = "ckpt_path") -> dict[str, A
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{what}={str(path)!r} holds objects other than tensors and plain values, so it is "
-            f"not loaded (loading it could run code). torch says: {str(error).splitlines()[0]}"
+            f"not loaded (loading it could run code): {_offending_global(error)}"
         ) from None
     except Exception as error:
         raise CheckpointError(
             f"{what}={str(path)!r} is not a readable PyTorch checkpoint: {error}"
         ) from None
+
+
+def _offending_global(error: Exception) -> str:
+    """The line of torch's message naming what the file wanted to import (not its advice to
+    load with weights_only=False, which is exactly what must not happen here)."""
+    for line in str(error).splitlines():
+        if "unsupported" in line.lower() or "WeightsUnpickler error" in line:
+            return line.strip().removeprefix("WeightsUnpickler error: ")
+    return "torch.load(weights_only=True) refused it"
 
 
 def _looks_like_torch_file(path: Path) -> bool:

@@ -148,6 +148,7 @@ class DataConfig:
     pin_memory: bool = False
     persistent_workers: bool = False
     max_images: int | None = None
+    skip_images: int = 0
     filter_empty: bool = True
     on_bad_image: BadImageMode = RAISE
     hflip_prob: float = 0.5
