@@ -17,6 +17,7 @@ from src.training.checkpoints import load_hparams
 from src.training.module import DetectionModule
 
 log = logging.getLogger(__name__)
+PRECISIONS = ("32-true", "bf16-mixed")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
@@ -37,10 +38,20 @@ def list_images(path: str | Path) -> list[Path]:
 
 @torch.no_grad()
 def predict(
-    ckpt_path: str, inputs: list[Path], output_dir: Path, score_threshold: float, device: str
+    ckpt_path: str,
+    inputs: list[Path],
+    output_dir: Path,
+    score_threshold: float,
+    device: str,
+    precision: str = "32-true",
 ) -> list[dict]:
     """Returns one record per image: ``{"file", "width", "height", "detections": [...]}``
-    with detections ``{"category_id", "category", "bbox": [x, y, w, h], "score"}``."""
+    with detections ``{"category_id", "category", "bbox": [x, y, w, h], "score"}``.
+
+    ``precision``: ``"32-true"`` or ``"bf16-mixed"`` (bf16 autocast), as Lightning spells it.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not allowed: choose one of {PRECISIONS}")
     load_hparams(ckpt_path)  # clear error for a missing or foreign file
     module = DetectionModule.load_from_checkpoint(
         ckpt_path, map_location=device, weights_only=True
@@ -54,7 +65,11 @@ def predict(
         except RuntimeError as error:
             log.warning("skipping %s: not a readable image (%s)", path, error)
             continue
-        (det,) = module([image.to(device)])
+        with torch.autocast(
+            torch.device(device).type, torch.bfloat16, enabled=precision != "32-true"
+        ):
+            (det,) = module([image.to(device)])
+        det = {k: v.float() if v.is_floating_point() else v for k, v in det.items()}
         keep = det["scores"] >= score_threshold
         det = {k: v[keep].cpu() for k, v in det.items()}
         drawn = draw_boxes(image, det["boxes"], det["labels"], names, scores=det["scores"])
@@ -84,7 +99,10 @@ def predict(
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     out = Path(cfg.output_dir)
-    records = predict(cfg.ckpt_path, list_images(cfg.input), out, cfg.score_threshold, cfg.device)
+    records = predict(
+        cfg.ckpt_path, list_images(cfg.input), out, cfg.score_threshold, cfg.device,
+        cfg.precision,
+    )  # fmt: skip
     n = sum(len(r["detections"]) for r in records)
     print(f"{len(records)} images, {n} detections >= {cfg.score_threshold}: {out}")
 

@@ -14,6 +14,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -65,12 +66,15 @@ class DetectorBackbone(nn.Module):
 
     Attributes:
         out_channels: channels of every returned map (FasterRCNN reads it).
+        channels_last: feed the convolutions NHWC tensors (oneDNN's and cuDNN's fast layout,
+            above all in bf16); set by :func:`use_channels_last`.
     """
 
     def __init__(self, body: BottomUp, fpn: FeaturePyramid | None = None) -> None:
         super().__init__()
         self.body = body
         self.fpn = fpn
+        self.channels_last = False
         if fpn is not None:
             self.out_channels = fpn.out_channels
         else:
@@ -78,6 +82,8 @@ class DetectorBackbone(nn.Module):
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         """[B,3,H,W] -> ``{"p2": ..., "p6": ...}`` (pyramid) or ``{"c4": ...}`` / ``{"c5": ...}``."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         features = self.body(x)
         return self.fpn(features) if self.fpn is not None else features
 
@@ -127,6 +133,7 @@ def build_detector(
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
     representation_size: int = 1024,
+    channels_last: bool = False,
     **torchvision_knobs,
 ) -> FasterRCNN:
     """Build one of the paper's detectors as a torchvision ``FasterRCNN``.
@@ -139,6 +146,7 @@ def build_detector(
         anchor_scale: multiplies every anchor size {32..512} (e.g. 0.25 for ~200 px images).
         min_size, max_size, image_mean, image_std: torchvision's transform settings.
         representation_size: width of the two fc layers (fpn and c5 heads; c4's head is res5).
+        channels_last: NHWC weights and inputs (speed only, see :func:`use_channels_last`).
         **torchvision_knobs: any other FasterRCNN / transform argument (TORCHVISION_KNOBS),
             e.g. ``rpn_post_nms_top_n_test=1000``, ``box_score_thresh=0.05``.
 
@@ -208,6 +216,18 @@ def build_detector(
         **torchvision_knobs,
     )
     model.variant_spec = spec
+    if channels_last:
+        use_channels_last(model)
+    return model
+
+
+def use_channels_last(model: FasterRCNN) -> FasterRCNN:
+    """Store every 4-D weight NHWC and feed the backbone NHWC images (in place; returns model).
+
+    The layout changes speed only: the weights' values and the detections stay the same.
+    """
+    model.to(memory_format=torch.channels_last)
+    model.backbone.channels_last = True
     return model
 
 
@@ -272,4 +292,5 @@ __all__ = [
     "build_detector",
     "convert_torchvision_state_dict",
     "resolve_variant",
+    "use_channels_last",
 ]

@@ -78,6 +78,7 @@ class ModelConfig:
     max_size: int = 1333
     anchor_scale: float = 1.0
     representation_size: int = 1024
+    channels_last: bool = False  # NHWC weights and inputs: faster, above all in bf16
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     size_divisible: int = 32
@@ -261,6 +262,7 @@ class PredictConfig:
     output_dir: str = MISSING
     score_threshold: float = 0.5
     device: str = "cpu"
+    precision: str = "32-true"  # or bf16-mixed (autocast), as trainer.precision
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
