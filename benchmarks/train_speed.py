@@ -16,6 +16,11 @@ alternating setting by setting in every round so that machine noise hits all ali
   a 3x3-convolution peak measured here in the same precision.
 
 Prints the median seconds, images/s and the ratio to today's settings per setting.
+
+With ``--epoch-images N`` it instead runs ``python -m src.train`` for one epoch on the first N
+synthetic images of each split (training, then validation), once with today's settings and
+once with each ``--epoch-setting`` (Hydra overrides), alternately for ``--epoch-rounds``, and
+prints the whole epoch's images/s (data loading and validation included) and its ratio.
 """
 
 from __future__ import annotations
@@ -154,6 +159,51 @@ def step_flops(setting: Setting, images, targets) -> int:
     return counter.get_total_flops()
 
 
+TODAY = ["trainer.precision=32-true", "model.channels_last=false", "data.num_workers=2"]
+CHOSEN = ["trainer.precision=bf16-mixed", "model.channels_last=true",
+          "model.rpn_pre_nms_top_n_train=600", "model.rpn_post_nms_top_n_train=300"]  # fmt: skip
+
+
+def epoch_seconds(overrides: list[str], images: int) -> tuple[float, float]:
+    """Wall seconds of one `src.train` epoch (fit only) and of its validation, in a subprocess."""
+    import json
+    import subprocess
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="train_speed_"))
+    command = [
+        sys.executable, "-m", "src.train", f"data.max_images={images}", "trainer.max_epochs=1",
+        "test=false", "~callbacks.progress_bar", "callbacks.prediction_panel.num_images=0",
+        f"hydra.run.dir={out}",
+        *overrides,
+    ]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(overrides)} failed:\n{proc.stderr[-2000:]}")
+    timing = json.loads((out / "results.json").read_text())["timing"]
+    return timing["fit_s"], timing["validation_s"]
+
+
+def print_epochs(candidates: list[list[str]], images: int, rounds: int) -> None:
+    """Whole epochs (data loading and validation included), today's settings against each."""
+    runs = [TODAY, *candidates]
+    times: list[list[tuple[float, float]]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for k, overrides in enumerate(runs):
+            times[k].append(epoch_seconds(overrides, images))
+    print(f"one epoch on the first {images} images of each split (training, then validation), "
+          f"{rounds} round(s), median")  # fmt: skip
+    print("| setting | fit s | validation s | validation share | images/s | x today |")
+    print("|---|---:|---:|---:|---:|---:|")
+    base = statistics.median(t[0] for t in times[0])
+    for overrides, samples in zip(runs, times):
+        fit = statistics.median(t[0] for t in samples)
+        val = statistics.median(t[1] for t in samples)
+        name = "today: " + " ".join(TODAY) if overrides is TODAY else " ".join(overrides)
+        print(f"| {name} | {fit:.1f} | {val:.1f} | {val / fit:.0%} | {images / fit:.2f} | "
+              f"{base / fit:.2f} |")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds per setting")
@@ -161,7 +211,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: keep)")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--epoch-images",
+        type=int,
+        default=0,
+        help="also time whole src.train epochs on this many images (0: off)",
+    )
+    parser.add_argument("--epoch-rounds", type=int, default=1)
+    parser.add_argument(
+        "--epoch-setting",
+        action="append",
+        default=None,
+        metavar="OVERRIDES",
+        help="space-separated overrides of a candidate (default: the chosen set)",
+    )
     args = parser.parse_args(argv)
+    if args.epoch_images:
+        candidates = [c.split() for c in args.epoch_setting] if args.epoch_setting else [CHOSEN]
+        print_epochs(candidates, args.epoch_images, args.epoch_rounds)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.training import cli
+from src.training import cli, quiet
 from src.training.checkpoints import load_hparams
 from src.training.config import build_datamodule
 from src.training.console import print_metrics
@@ -61,4 +61,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    quiet.install()
     cli.run(main)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from torchvision.io import ImageReadMode, decode_image, write_png
 
 from src.analysis.draw import draw_boxes
-from src.training import cli
+from src.training import cli, quiet
 from src.training.checkpoints import load_hparams
 from src.training.module import DetectionModule
 
@@ -108,4 +108,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    quiet.install()
     cli.run(main)

@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.analysis.metrics import MONITOR
 from src.models.variants import VariantSpec
-from src.training import cli, ddp
+from src.training import cli, ddp, quiet
+from src.training.callbacks import EpochTimer
 from src.training.checkpoint_io import AtomicCheckpointIO
 from src.training.checkpoints import check_resumable
 from src.training.config import build_datamodule, check, detector_kwargs
@@ -45,6 +46,7 @@ class TrainResult:
     metrics: dict[str, float]
     module: DetectionModule
     skipped_images: dict[str, int]  # unreadable images skipped per split role (on_bad_image=skip)
+    timing: dict[str, float]  # EpochTimer's: fit_s, validation_s, validation_metrics_s
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
@@ -112,7 +114,9 @@ def train(cfg: DictConfig, on_built=None) -> TrainResult:
             metrics |= _scalars(trainer.callback_metrics)
     finally:
         finish_wandb(loggers)
-    return TrainResult(metrics, module, datamodule.skipped_images)
+    timers = [cb for cb in trainer.callbacks if isinstance(cb, EpochTimer)]
+    timing = timers[0].summary(module) if timers else {}
+    return TrainResult(metrics, module, datamodule.skipped_images, timing)
 
 
 def _keep_history(loggers: list, position: Position) -> None:
@@ -169,6 +173,7 @@ def main(cfg: DictConfig) -> float | None:
         result = train(cfg, on_built=built)
         metrics = result.metrics
         record["skipped_images"] = result.skipped_images
+        record["timing"] = result.timing
     except Exception as error:
         if not is_rank_zero:
             raise
@@ -194,4 +199,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    quiet.install()
     cli.run(main)

@@ -143,6 +143,9 @@ def test_resuming_in_the_same_folder_keeps_the_history(tmp_path, data_dir):
     stop = ["+callbacks.stop._target_=run_helpers.StopAfterEpochs", "+callbacks.stop.epochs=1"]
     first = run_module("src.train", [*common, *stop], env=HELPERS)
     assert first.returncode == 0, first.stderr[-3000:]
+    # quiet logs: no product tips, no third-party deprecation repeated per batch
+    assert "Tip:" not in first.stdout + first.stderr
+    assert "LeafSpec" not in first.stderr
     before = _rows(run)
     assert {r["epoch"] for r in before if r.get("epoch")} == {"0"}
     # what a kill after the checkpoint leaves behind: a row and a panel the checkpoint lacks

@@ -1,5 +1,10 @@
 """Proof that the detector learns on real COCO images, through `python -m src.train`, and that
-what src.eval / src.predict write from that checkpoint is right."""
+what src.eval / src.predict write from that checkpoint is right.
+
+`debug=overfit` must learn any handful of real images, not one lucky set: the default tier
+runs coco_tiny's training images 4-7 (by id; they hold objects of 3-8 px at the overfit
+scale, where the earlier recipe ended at 0.92 and swung between checks), the slow tier the
+disjoint sets 0-3 and 8-11."""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from run_helpers import results, run_module
 
+from src.data.coco import CocoDetection
+
 # Learn 4 coco_tiny training images by heart and validate on the same images.
 OVERFIT = [
     "data=coco_tiny",
@@ -20,26 +27,47 @@ OVERFIT = [
 ]
 
 
-@pytest.fixture(scope="module")
-def overfit_run(coco_tiny, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("overfit")
-    proc = run_module("src.train", [*OVERFIT, f"hydra.run.dir={out}"], timeout=400)
+def _overfit(out: Path, skip_images: int) -> Path:
+    proc = run_module(
+        "src.train", [*OVERFIT, f"data.skip_images={skip_images}", f"hydra.run.dir={out}"],
+        timeout=900,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return out
 
 
-def test_detector_learns_real_coco_images(overfit_run):
-    record = results(overfit_run)
+SET = 4  # the default tier's set: training images 4-7 by id
+
+
+@pytest.fixture(scope="module")
+def overfit_run(coco_tiny, tmp_path_factory) -> Path:
+    return _overfit(tmp_path_factory.mktemp("overfit"), skip_images=SET)
+
+
+def _assert_learned_by_heart(run: Path) -> None:
+    """mAP@0.5 >= 0.95 at the end, and steady: none of the last three checks (every 10 steps)
+    below 0.94 (the earlier recipe swung between 0.83 and 0.92 there)."""
+    record = results(run)
     assert record["status"] == "ok"
-    assert record["metrics"]["val/map_50"] >= 0.9, record["metrics"]
+    rows = _csv_rows(run / "csv" / "metrics.csv")
+    checks = [float(r["val/map_50"]) for r in rows if r.get("val/map_50")]
+    assert record["metrics"]["val/map_50"] >= 0.95, checks
+    assert min(checks[-3:]) >= 0.94, checks
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert losses[-1] < 0.5 * losses[0]
+    assert len(losses) == 150  # one step per epoch, whatever the images' orientations
+
+
+def test_detector_learns_real_coco_images(overfit_run):
+    _assert_learned_by_heart(overfit_run)
     assert (overfit_run / "checkpoints" / "last.ckpt").is_file()
     assert sorted((overfit_run / "csv" / "predictions").glob("epoch_*.png"))
-    losses = [
-        float(r["train/loss"])
-        for r in _csv_rows(overfit_run / "csv" / "metrics.csv")
-        if r.get("train/loss")
-    ]
-    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("skip_images", [0, 8])
+def test_detector_learns_other_sets_of_real_images(skip_images, coco_tiny, tmp_path):
+    _assert_learned_by_heart(_overfit(tmp_path / "run", skip_images))
 
 
 def _csv_rows(path: Path) -> list[dict]:
@@ -54,7 +82,8 @@ def test_eval_results_json_scores_the_same_in_pycocotools(overfit_run, coco_tiny
     out = tmp_path / "eval"
     proc = run_module(
         "src.eval",
-        ["data=coco_tiny", "split=train2017", "data.max_images=4", f"ckpt_path={ckpt}",
+        ["data=coco_tiny", "split=train2017", "data.max_images=4", f"data.skip_images={SET}",
+         f"ckpt_path={ckpt}",
          f"hydra.run.dir={out}"],
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-5000:]
@@ -76,7 +105,10 @@ def test_eval_results_json_scores_the_same_in_pycocotools(overfit_run, coco_tiny
 
 def test_predict_draws_and_writes_json(overfit_run, coco_tiny, tmp_path):
     ckpt = overfit_run / "checkpoints" / "last.ckpt"
-    images = sorted((coco_tiny / "train2017").glob("*.jpg"))[:2]
+    learned = CocoDetection(coco_tiny, "train2017", train=True, skip_images=SET, max_images=2)
+    names = {f"{learned[i][1]['image_id']:012d}.jpg" for i in range(len(learned))}
+    images = sorted(p for p in (coco_tiny / "train2017").glob("*.jpg") if p.name in names)
+    assert len(images) == 2
     inputs = tmp_path / "in"
     inputs.mkdir()
     for img in images:

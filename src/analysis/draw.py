@@ -8,6 +8,7 @@ depends on the dataset's category list), crowd regions are white.
 from __future__ import annotations
 
 import colorsys
+import functools
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -15,6 +16,29 @@ from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
 
 CROWD_COLOUR = (255, 255, 255)
+
+
+@functools.cache
+def _font_file() -> str | None:
+    """A TrueType font that matplotlib (a dependency) ships, so labels can be sized; None if
+    missing (PIL's small bitmap font is used then)."""
+    try:
+        from matplotlib import font_manager
+
+        return font_manager.findfont("DejaVu Sans", fallback_to_default=False)
+    except Exception:
+        return None
+
+
+def label_size(height: int, width: int) -> int:
+    """Font size in pixels that reads at the image's size: 3.5% of its shorter side, >= 11."""
+    return max(11, round(0.035 * min(height, width)))
+
+
+def _text_colour(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    # black on light backgrounds, white on dark ones (Rec. 601 luma)
+    luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    return (0, 0, 0) if luma > 140 else (255, 255, 255)
 
 
 def category_colour(category_id: int) -> tuple[int, int, int]:
@@ -43,7 +67,8 @@ def draw_boxes(
         iscrowd: optional N flags; crowd boxes are white and captioned ``"(crowd)"``.
 
     Returns:
-        uint8 [3,H,W].
+        uint8 [3,H,W]; captions on a filled background in the box's colour, in black or white
+        text whichever reads better, sized by :func:`label_size`.
     """
     image = torch.as_tensor(image).as_subclass(Tensor).to("cpu", torch.uint8)
     boxes = torch.as_tensor(boxes).as_subclass(Tensor).detach().to("cpu", torch.float32)
@@ -56,7 +81,13 @@ def draw_boxes(
         captions = [f"{n} {float(s):.2f}" for n, s in zip(captions, scores)]
     captions = [f"{n} (crowd)" if c else n for n, c in zip(captions, crowd)]
     colours = [CROWD_COLOUR if c else category_colour(i) for i, c in zip(ids, crowd)]
-    return draw_bounding_boxes(image, boxes, captions, colors=colours, width=width)
+    font = _font_file()
+    # captions on a filled box in the class colour: readable on snow, grass or grey
+    return draw_bounding_boxes(
+        image, boxes, captions, colors=colours, width=width, fill_labels=True,
+        label_colors=[_text_colour(c) for c in colours], font=font,
+        font_size=label_size(*image.shape[-2:]) if font else None,
+    )  # fmt: skip
 
 
 def side_by_side(pairs: Sequence[tuple[Tensor, Tensor]], pad: int = 4) -> Tensor:

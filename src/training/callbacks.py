@@ -1,8 +1,10 @@
-"""Callbacks: a predictions-beside-ground-truth panel, and RNG state kept in checkpoints."""
+"""Callbacks: a predictions-beside-ground-truth panel, RNG state kept in checkpoints, and
+where a run's time goes."""
 
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ class PredictionPanel(pl.Callback):
     when those loggers are on.
     """
 
-    def __init__(self, num_images: int = 4, score_threshold: float = 0.3) -> None:
+    def __init__(self, num_images: int = 4, score_threshold: float = 0.5) -> None:
         self.num_images = num_images
         self.score_threshold = score_threshold
 
@@ -92,3 +94,37 @@ class RngStateCheckpoint(pl.Callback):
         random.setstate(state["python"])
         if state.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class EpochTimer(pl.Callback):
+    """Wall time of fitting and of the validation inside it, for results.json (``timing``).
+
+    ``validation_metrics_s`` is the part of validation spent computing COCO metrics
+    (``DetectionModule.metric_seconds``), apart from inference.
+    """
+
+    def __init__(self) -> None:
+        self.fit_s = 0.0
+        self.validation_s = 0.0
+        self._fit_start = self._val_start = None
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self._fit_start is not None:
+            self.fit_s += time.perf_counter() - self._fit_start
+
+    def on_validation_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._val_start = None if trainer.sanity_checking else time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self._val_start is not None:
+            self.validation_s += time.perf_counter() - self._val_start
+
+    def summary(self, module: pl.LightningModule) -> dict[str, float]:
+        return {
+            "fit_s": round(self.fit_s, 1),
+            "validation_s": round(self.validation_s, 1),
+            "validation_metrics_s": round(getattr(module, "metric_seconds", {}).get("val", 0.0), 1),
+        }

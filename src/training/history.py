@@ -80,6 +80,6 @@ def drop_panels_after(panel_dir: str | os.PathLike, epoch: int) -> list[Path]:
     for path in sorted(Path(panel_dir).glob("epoch_*.png")):
         number = path.stem.removeprefix("epoch_")
         if number.isdigit() and int(number) > epoch:
-            path.unlink()
+            path.unlink(missing_ok=True)  # another rank may have been first
             removed.append(path)
     return removed

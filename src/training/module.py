@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,6 +87,8 @@ class DetectionModule(pl.LightningModule):
                 )
         # set to a list to collect COCO-format results (src.eval): one dict per detection
         self.coco_results: list[dict] | None = None
+        # seconds spent computing COCO metrics per stage, apart from inference (EpochTimer)
+        self.metric_seconds: dict[str, float] = {"val": 0.0, "test": 0.0}
 
     @property
     def variant_spec(self) -> VariantSpec:
@@ -194,6 +197,7 @@ class DetectionModule(pl.LightningModule):
             self.metrics[f"{stage}_rpn"].update(props, agnostic)
 
     def _log_eval(self, stage: str) -> None:
+        start = time.perf_counter()
         det = self.metrics[f"{stage}_det"].compute()
         values = {f"{stage}/{m.key}": det[m.torchmetrics] for m in from_source("detections")}
         if f"{stage}_rpn" in self.metrics:
@@ -203,6 +207,7 @@ class DetectionModule(pl.LightningModule):
         values[f"{stage}/images"] = self.metrics[f"{stage}_images"].compute()
         self.metrics[f"{stage}_det"].reset()
         self.metrics[f"{stage}_images"].reset()
+        self.metric_seconds[stage] += time.perf_counter() - start
         # computed metrics are already synced across ranks: no second reduction
         self.log_dict({k: v.float() for k, v in values.items()}, sync_dist=False)
 
