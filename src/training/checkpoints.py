@@ -74,12 +74,16 @@ def _looks_like_torch_file(path: Path) -> bool:
 
 def load_hparams(ckpt_path: str | Path) -> dict[str, Any]:
     """The ``hyper_parameters`` a DetectionModule saved in a Lightning checkpoint."""
-    ckpt = load_checkpoint(ckpt_path)
+    return _hparams(load_checkpoint(ckpt_path), ckpt_path)
+
+
+def _hparams(ckpt: Any, ckpt_path: str | Path, *, needs: tuple[str, ...] = ()) -> dict[str, Any]:
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hparams or "detector" not in hparams or "categories" not in hparams:
+    missing = [k for k in needs if k not in ckpt] if isinstance(ckpt, dict) else list(needs)
+    if not hparams or "detector" not in hparams or "categories" not in hparams or missing:
         raise CheckpointError(
             f"ckpt_path={str(ckpt_path)!r} was not written by this framework's DetectionModule "
-            "(no detector/categories hyperparameters)"
+            f"(no detector/categories hyperparameters{''.join(', no ' + k for k in missing)})"
         )
     return dict(hparams)
 
@@ -102,12 +106,7 @@ def check_resumable(
         ``{"hparams": ..., "epoch": int, "global_step": int}`` of the checkpoint.
     """
     ckpt = load_checkpoint(ckpt_path)
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hparams or SPEC_KEY not in ckpt:
-        raise CheckpointError(
-            f"ckpt_path={str(ckpt_path)!r} was not written by this framework's DetectionModule "
-            f"(no {SPEC_KEY} or hyperparameters)"
-        )
+    hparams = _hparams(ckpt, ckpt_path, needs=(SPEC_KEY,))
     saved, wanted = architecture(ckpt[SPEC_KEY], hparams["detector"]), architecture(spec, detector)
     diff = {k: (saved.get(k), wanted[k]) for k in wanted if saved.get(k) != wanted[k]}
     if diff:
@@ -116,5 +115,5 @@ def check_resumable(
             f"ckpt_path={str(ckpt_path)!r} holds a different model ({lines}); "
             "resume with the settings it was trained with, or drop ckpt_path to start afresh"
         )
-    return {"hparams": dict(hparams), "epoch": int(ckpt.get("epoch", 0)),
+    return {"hparams": hparams, "epoch": int(ckpt.get("epoch", 0)),
             "global_step": int(ckpt.get("global_step", 0))}  # fmt: skip
