@@ -1,7 +1,11 @@
 """Images/s of the data path per worker, beside what a training step consumes.
 
     python benchmarks/data_throughput.py [ROOT]      # ROOT or $FPN_COCO_TINY; real COCO JPEGs
+    python benchmarks/data_throughput.py --decode-only   # just step 0
 
+0. Decoders, per worker (one thread): images/s of torchvision.io's ``decode_image`` (the old,
+   deprecated path; used here only) and of ``src.data.image_io.decode_rgb`` (TorchCodec) on
+   the split's file bytes held in memory, in alternating rounds; medians and their ratio.
 1. Per worker: decode + training transform (flip; and with scale jitter) on one thread, as a
    DataLoader worker runs (torch uses one thread per worker).
 2. Through a DataLoader with ``--workers`` processes (does it scale on this machine?).
@@ -15,12 +19,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import time
+import warnings
 
 import torch
 from torch.utils.data import DataLoader
 
 from src.data.coco import CocoDetection, collate_detection
+from src.data.image_io import decode_rgb
 from src.data.transforms import train_transforms
 
 # Reference consumption, not measured here: Detectron2's R50-FPN 1x trains 16 images per
@@ -39,6 +46,33 @@ def per_worker_rate(dataset: CocoDetection, repeats: int) -> tuple[float, float]
     seconds = time.perf_counter() - start
     n = repeats * len(dataset)
     return n / seconds, pixels / n / 1e6
+
+
+def decoder_rates(dataset: CocoDetection, rounds: int) -> tuple[list[float], list[float]]:
+    """Images/s per round of (torchvision.io, TorchCodec ``decode_rgb``), rounds alternating,
+    on the current single thread, over every image's bytes (read once, before timing)."""
+    from torchvision.io import ImageReadMode, decode_image  # the old path, benchmarks only
+
+    files = [dataset._read(int(pos)) for pos in dataset._positions]
+
+    def old(data: bytearray) -> torch.Tensor:
+        return decode_image(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
+
+    def new(data: bytearray) -> torch.Tensor:
+        return decode_rgb(data, "benchmark image")
+
+    rates: dict = {old: [], new: []}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # torchvision's, once
+        # warm-up, and a check: both decoders must give the same pixels
+        assert all(torch.equal(old(d), new(d)) for d in files[:8]), "decoders disagree"
+        for r in range(2 * rounds):  # old, new, new, old, old, new, ...: drifts cancel
+            decode = ((old, new) if r // 2 % 2 == 0 else (new, old))[r % 2]
+            start = time.perf_counter()
+            for data in files:
+                decode(data)
+            rates[decode].append(len(files) / (time.perf_counter() - start))
+    return rates[old], rates[new]
 
 
 def loader_rate(dataset: CocoDetection, workers: int, repeats: int) -> float:
@@ -100,6 +134,10 @@ def main() -> None:
         "--no-train", action="store_true", help="skip the training-step measurement"
     )
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--decode-rounds", type=int, default=6, help="rounds per decoder")
+    parser.add_argument(
+        "--decode-only", action="store_true", help="only the decoder comparison (step 0)"
+    )
     args = parser.parse_args()
     if not args.root:
         parser.error("give ROOT or set FPN_COCO_TINY")
@@ -112,6 +150,17 @@ def main() -> None:
         f"{args.root} {args.split}: {len(dataset())} images; {os.cpu_count()} CPUs, torch {torch.__version__}"
     )
     torch.set_num_threads(1)  # a DataLoader worker's setting
+    old, new = decoder_rates(dataset(), args.decode_rounds)
+    for name, rates in (("torchvision.io decode_image (old)", old),
+                        ("TorchCodec decode_rgb (new)", new)):  # fmt: skip
+        print(
+            f"per worker, decode {name:35} {statistics.median(rates):7.1f} images/s "
+            f"(median of {len(rates)} rounds, {min(rates):.1f}-{max(rates):.1f})"
+        )
+    ratio = statistics.median(n / o for o, n in zip(old, new))
+    print(f"per worker, decode new/old: {ratio:.3f} (median of per-round-pair ratios)")
+    if args.decode_only:
+        return
     rows = []
     for name, tf in (("decode only", None), ("decode + flip (default train)", train_transforms(0.5)),
                      ("decode + flip + scale jitter (0.8, 1.25)", train_transforms(0.5, (0.8, 1.25)))):  # fmt: skip

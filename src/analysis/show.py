@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 from torch import Tensor
-from torchvision.io import write_png
 
 from src.analysis.draw import draw_boxes
 from src.data.coco import CocoDetection
+from src.data.image_io import write_png
 
 
 def draw_sample(
@@ -51,9 +51,7 @@ def write_samples(dataset: CocoDetection, out: Path, indices: list[int]) -> list
             continue
         image, target = sample
         path = out / f"{dataset.split}_{target['image_id']:012d}.png"
-        write_png(
-            draw_sample(image, target, dataset.category_ids, dataset.category_names), str(path)
-        )
+        write_png(draw_sample(image, target, dataset.category_ids, dataset.category_names), path)
         written.append(path)
     return written
 

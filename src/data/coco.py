@@ -10,27 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 
 from src.data.archive import ZipReader, resolve_split, zip_member_table
 from src.data.coco_index import CocoIndex, cache_path, cached_arrays, load_index
+from src.data.image_io import decode_rgb
 
 BAD_IMAGE_MODES = ("raise", "skip")
-
-
-def decode_rgb(data: bytearray | bytes) -> Tensor:
-    """JPEG/PNG/... bytes to uint8 [3,H,W] RGB (grayscale, CMYK, RGBA, palette converted).
-
-    Raises:
-        RuntimeError: from torchvision's decoder when the bytes are not a complete image.
-    """
-    buffer = torch.frombuffer(
-        data if isinstance(data, bytearray) else bytearray(data), dtype=torch.uint8
-    )
-    with warnings.catch_warnings():
-        # torchvision 0.29 flags its decoders as deprecated on every call; they are what we use
-        warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
-        return decode_image(buffer, mode=ImageReadMode.RGB)
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -210,16 +195,8 @@ class CocoDetection(torch.utils.data.Dataset):
         """
         pos = self._positions[i]
         image_id = int(self.index.image_ids[pos])
-        data = self._read(pos)
-        if not data:
-            raise ValueError(f"image file {self._where(pos)} (image id {image_id}) is empty")
-        try:
-            image = decode_rgb(data)
-        except RuntimeError as error:
-            raise ValueError(
-                f"image file {self._where(pos)} (image id {image_id}) cannot be decoded: "
-                f"{str(error).splitlines()[0]}"
-            ) from None
+        # ValueError "image file ... (image id ...) is empty" / "... cannot be decoded: why"
+        image = decode_rgb(self._read(pos), f"image file {self._where(pos)} (image id {image_id})")
         expected = (int(self.index.heights[pos]), int(self.index.widths[pos]))
         if tuple(image.shape[1:]) != expected:
             raise ValueError(
