@@ -6,7 +6,9 @@ A :class:`BottomUp` runs the stages it was built with and returns the requested 
 Channels and strides are measured on the built network, never read from a table.
 
 torchvision names map onto ours as ``conv1, bn1 -> stem.conv1, stem.bn1`` and
-``layer{k} -> c{k+1}``, so a torchvision ``resnet*.pth`` file loads with ``pretrained_path``.
+``layer{k} -> c{k+1}``, so a torchvision ``resnet*.pth`` file loads with ``pretrained_path``,
+and torchvision's published ImageNet weights load by name with ``weights`` (e.g.
+``IMAGENET1K_V1``), through torchvision's own download and cache (``$TORCH_HOME/hub/checkpoints``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torchvision
 from torch import Tensor, nn
+from torchvision.models import WeightsEnum, get_model_weights
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "simple")
@@ -31,6 +34,10 @@ _TRAINABLE_ORDER = STAGES[::-1]
 
 class PretrainedFileNotFoundError(FileNotFoundError, ValueError):
     """A ``pretrained_path`` that does not exist (catchable as either base class)."""
+
+
+class WeightsDownloadError(OSError):
+    """``weights`` named valid weights, but they could not be downloaded or read from the cache."""
 
 
 def gn_groups(channels: int) -> int:
@@ -168,10 +175,13 @@ def load_pretrained(stages: Mapping[str, nn.Module], path: str | os.PathLike) ->
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, or pickled objects beyond tensors
         raise ValueError(f"pretrained_path={path!r} cannot be read as a state dict: {err}") from err
+    _load_state(stages, state, f"pretrained_path={path!r}")
+
+
+def _load_state(stages: Mapping[str, nn.Module], state: object, source: str) -> None:
+    """Load torchvision-format ``state`` into ``stages``; ``source`` names it in errors."""
     if not isinstance(state, Mapping):
-        raise ValueError(
-            f"pretrained_path={path!r} holds a {type(state).__name__}, not a state dict"
-        )
+        raise ValueError(f"{source} holds a {type(state).__name__}, not a state dict")
     built = set(stages)
     ours = {}
     for key, value in state.items():
@@ -184,7 +194,7 @@ def load_pretrained(stages: Mapping[str, nn.Module], path: str | os.PathLike) ->
     try:
         result = target.load_state_dict(ours, strict=False)
     except RuntimeError as err:  # shape mismatches
-        raise ValueError(f"pretrained_path={path!r} does not fit the network: {err}") from None
+        raise ValueError(f"{source} does not fit the network: {err}") from None
     # A file saved from FrozenBatchNorm2d has no batch counter; BatchNorm2d does not need it.
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
@@ -193,16 +203,82 @@ def load_pretrained(stages: Mapping[str, nn.Module], path: str | os.PathLike) ->
             parts.append(f"missing keys: {_few(missing)}")
         if result.unexpected_keys:
             parts.append(f"unexpected keys: {_few(result.unexpected_keys)}")
+        raise ValueError(f"{source} does not match the network; " + "; ".join(parts))
+
+
+def resolve_weights(name: str, weights: str) -> WeightsEnum:
+    """torchvision's weights enum member for backbone ``name``.
+
+    ``weights`` is a member name of the ResNet's enum (``IMAGENET1K_V1``, ``IMAGENET1K_V2``
+    where published, ``DEFAULT``) or its full name (``ResNet50_Weights.IMAGENET1K_V2``).
+
+    Raises:
+        ValueError: ``simple`` (no published weights), or a name the enum lacks; the message
+            lists the allowed names.
+    """
+    if name == "simple":
         raise ValueError(
-            f"pretrained_path={path!r} does not match the network; " + "; ".join(parts)
+            f"weights={weights!r} is not allowed with backbone='simple': it has no published "
+            "weights; use pretrained_path for a state dict of your own"
         )
+    if name not in BACKBONES:
+        raise ValueError(f"backbone={name!r} is not allowed: choose one of {', '.join(BACKBONES)}")
+    enum = get_model_weights(name)
+    allowed = list(enum.__members__)
+    short = weights
+    if isinstance(weights, str) and "." in weights:
+        prefix, _, short = weights.partition(".")
+        if prefix != enum.__name__:
+            short = None
+    if not isinstance(short, str) or short not in enum.__members__:
+        raise ValueError(
+            f"weights={weights!r} is not allowed with backbone={name!r}: choose one of "
+            f"{', '.join(allowed)} (or {enum.__name__}.<name>), or null for none"
+        )
+    return enum[short]
+
+
+def load_weights(
+    stages: Mapping[str, nn.Module], name: str, weights: str, *, progress: bool = True
+) -> None:
+    """Load torchvision's published ``weights`` for backbone ``name`` into ``stages`` in place.
+
+    The file comes through torchvision's own cache: ``$TORCH_HOME/hub/checkpoints/<url basename>``
+    (default ``~/.cache/torch``). It is downloaded only when missing there, and a download is
+    refused unless its sha256 starts with the hash in the file name (``check_hash``). It is read
+    with ``weights_only=True``. Keys map as for :func:`load_pretrained`.
+
+    Raises:
+        ValueError: unknown ``weights`` for ``name`` (see :func:`resolve_weights`).
+        WeightsDownloadError: the download failed (no network, bad hash) or the cached file
+            cannot be read; the message names the URL and the cache file.
+    """
+    member = resolve_weights(name, weights)
+    cache_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
+    cached = os.path.join(cache_dir, os.path.basename(member.url))
+    label = f"weights={weights!r} ({type(member).__name__}.{member.name})"
+    try:
+        state = member.get_state_dict(
+            progress=progress, check_hash=True, weights_only=True, map_location="cpu"
+        )
+    except Exception as err:  # network, hash mismatch, or an unreadable cached file
+        where = (
+            f"the cached file {cached} cannot be read (delete it to download it again)"
+            if os.path.exists(cached)
+            else f"downloading {member.url} to {cached} failed"
+        )
+        raise WeightsDownloadError(
+            f"{label}: {where}: {err}. Without network, copy the file to {cached} by hand "
+            "(TORCH_HOME moves the cache), or use pretrained_path with a local file"
+        ) from err
+    _load_state(stages, state, label)
 
 
 def _check_trainable_layers(trainable_layers: int) -> None:
     if isinstance(trainable_layers, bool) or trainable_layers not in range(6):
         raise ValueError(
             f"trainable_layers={trainable_layers!r} is not allowed: use 0..5 (None: 3 with "
-            "pretrained_path, else 5)"
+            "pretrained weights or pretrained_path, else 5)"
         )
 
 
@@ -220,6 +296,8 @@ def check_backbone_options(
     trainable_layers: int | None = None,
     norm: str = "bn",
     widths: Sequence[int] | None = None,
+    weights: str | None = None,
+    pretrained_path: str | os.PathLike | None = None,
 ) -> None:
     """Raise ValueError, naming the argument and what is allowed, for options no network takes.
 
@@ -240,6 +318,14 @@ def check_backbone_options(
         widths = tuple(widths)
         if len(widths) != 5 or not all(isinstance(w, int) and w > 0 for w in widths):
             raise ValueError(f"widths={widths!r} is not allowed: 5 positive ints (stem, c2..c5)")
+    if weights is not None:
+        if pretrained_path is not None:
+            raise ValueError(
+                f"weights={weights!r} and pretrained_path={os.fspath(pretrained_path)!r} are "
+                "both set: use one (weights: torchvision's published weights by name; "
+                "pretrained_path: a local file)"
+            )
+        resolve_weights(name, weights)
 
 
 def build_backbone(
@@ -250,6 +336,7 @@ def build_backbone(
     trainable_layers: int | None = None,
     norm: str = "bn",
     widths: Sequence[int] | None = None,
+    weights: str | None = None,
 ) -> BottomUp:
     """Build a bottom-up pathway returning ``levels``; only stages up to the highest are built.
 
@@ -258,19 +345,30 @@ def build_backbone(
         levels: subset of ``c2..c5`` to return.
         pretrained_path: torchvision-format state dict on local disk (``fc.*`` ignored).
         trainable_layers: 0..5 stages trainable counted from c5 down to the stem;
-            None means torchvision's rule: 3 with ``pretrained_path``, else 5.
+            None means torchvision's rule: 3 with ``weights`` or ``pretrained_path``, else 5.
         norm: one of NORMS. ``bn`` is plain (trainable) BatchNorm; torchvision's pretrained
             recipe is ``frozen_bn``; ``gn`` uses :func:`gn_groups` groups; ``sync_bn`` is
             BatchNorm converted to SyncBatchNorm (it synchronises only under DDP).
         widths: only for ``simple``: 5 channel counts for ``stem, c2, c3, c4, c5``
             (default ``SIMPLE_WIDTHS``).
+        weights: torchvision's ImageNet weights for the ResNet by enum name (``IMAGENET1K_V1``,
+            ``IMAGENET1K_V2``, ``DEFAULT`` or ``ResNet50_Weights.IMAGENET1K_V2``), downloaded
+            once into torchvision's cache (see :func:`load_weights`); not with
+            ``pretrained_path``, and ``simple`` has none.
     """
-    check_backbone_options(name, trainable_layers=trainable_layers, norm=norm, widths=widths)
+    check_backbone_options(
+        name,
+        trainable_layers=trainable_layers,
+        norm=norm,
+        widths=widths,
+        weights=weights,
+        pretrained_path=pretrained_path,
+    )
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not levels:
         raise ValueError(f"levels={tuple(levels)!r} is not allowed: a non-empty subset of {LEVELS}")
     if trainable_layers is None:
-        trainable_layers = 3 if pretrained_path is not None else 5
+        trainable_layers = 3 if pretrained_path is not None or weights is not None else 5
     if pretrained_path is not None and not os.path.isfile(pretrained_path):
         raise PretrainedFileNotFoundError(
             f"pretrained_path={os.fspath(pretrained_path)!r}: no such file"
@@ -284,6 +382,8 @@ def build_backbone(
     stages = OrderedDict(list(stages.items())[: top + 1])
     if pretrained_path is not None:
         load_pretrained(stages, pretrained_path)
+    if weights is not None:
+        load_weights(stages, name, weights)
     freeze_stages(stages, trainable_layers)
     body = BottomUp(stages, levels)
     if norm == "sync_bn":
@@ -299,10 +399,13 @@ __all__ = [
     "STAGES",
     "BottomUp",
     "PretrainedFileNotFoundError",
+    "WeightsDownloadError",
     "build_backbone",
     "check_backbone_options",
     "freeze_stages",
     "gn_groups",
     "load_pretrained",
+    "load_weights",
     "norm_layer",
+    "resolve_weights",
 ]
