@@ -1,33 +1,39 @@
 """A deterministic, multi-scale COCO-format dataset of textured shapes on cluttered backgrounds.
 
 Eight shape categories (ids deliberately not contiguous, so category-mapping bugs show up) are
-drawn with random colours and textures, so that only the shape tells the class. Object areas span
-COCO's small (< 32^2 px), medium and large (> 96^2 px) classes at 256 px images (area bounds scale
-with ``image_size**2``), several per image, partially occluding each other; about 5% of the images
-are empty. Backgrounds carry low-contrast blobs, lines, noise and high-contrast distractor strokes
-and arcs that are not objects.
+drawn with random colours and textures, so that only the shape tells the class. Two kinds:
+``shapes`` (simple geometric shapes, told apart by edges a few conv layers see) and ``glyphs``
+(the bold capitals E F P B R H K N of DejaVu Sans, the font matplotlib ships: one full-height
+left stem each, boxes of a class-independent aspect ratio, so that only their inner structure
+tells them apart). Object areas span COCO's small (< 32^2 px), medium and large (> 96^2 px)
+classes at 256 px images (area bounds scale with ``image_size**2``), several per image, partially
+occluding each other; about 5% of the images are empty. Backgrounds carry low-contrast blobs,
+lines, noise and high-contrast distractor strokes and arcs that are not objects.
 
 Annotations are modal, like COCO's: ``segmentation`` is the RLE of the object's *visible* pixels
 (each object keeps at least ``MIN_VISIBLE`` of its area), ``area`` its pixel count and ``bbox`` the
-tight ``[x, y, w, h]`` of those pixels (pixel ``i`` spans ``[i, i + 1)``). Shapes are drawn without
-anti-aliasing, so the boxes are exact. Each image has its own random stream ``(seed, split, index)``:
-the same parameters give byte-identical files.
+tight ``[x, y, w, h]`` of those pixels (pixel ``i`` spans ``[i, i + 1)``). Shapes and glyphs
+are drawn without anti-aliasing, so the boxes are exact. Each image has its own random stream
+``(seed, split, index)``: the same parameters give byte-identical files.
 """
 
 from __future__ import annotations
 
 import argparse
 import colorsys
+import functools
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import psutil
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from pycocotools import mask as mask_utils
 from rich.progress import Progress
 
@@ -37,6 +43,14 @@ from src.data.coco_index import OBJECT_SIZES, object_sizes
 GENERATOR_VERSION = 1
 CATEGORIES = ((1, "circle"), (2, "square"), (3, "triangle"), (5, "star"), (7, "cross"), (8, "ring"),
               (11, "crescent"), (13, "heart"))  # fmt: skip
+GLYPH_CATEGORIES = ((1, "E"), (2, "F"), (3, "P"), (5, "B"), (7, "R"), (8, "H"), (11, "K"),
+                    (13, "N"))  # fmt: skip
+CATEGORIES_BY_KIND = {"shapes": CATEGORIES, "glyphs": GLYPH_CATEGORIES}
+KINDS = tuple(CATEGORIES_BY_KIND)
+GLYPH_FONT = "fonts/ttf/DejaVuSans-Bold.ttf"  # under matplotlib.get_data_path()
+GLYPH_ASPECT = 0.82  # median width / height of a glyph's upright box; each is drawn at
+GLYPH_STRETCH = 0.3  # GLYPH_ASPECT * exp(U(-0.3, 0.3)), whatever its natural width
+GLYPH_TILT = 12.0  # degrees, either way
 SPLITS = {"train2017": (0, 1), "val2017": (1, 1_000_001)}  # name -> (rng stream id, first image id)
 EMPTY_EVERY = 20  # images i with i % 20 == 7 are empty: 5%, and one in any split of >= 8
 MIN_VISIBLE = 0.65
@@ -101,6 +115,90 @@ def _raster(
     m = np.asarray(im) > 0
     rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
     return x0 + cols[0], y0 + rows[0], m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+@functools.cache
+def _glyph_font() -> tuple[str, str]:
+    """The glyph font's path and sha256 (recorded in the marker: other bytes, other glyphs)."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / GLYPH_FONT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the glyphs kind draws its letters with matplotlib's font")
+    return str(path), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@functools.cache
+def _glyph_master(letter: str) -> np.ndarray:
+    """The letter's tight bool mask, upright, about 290 px tall (cap height of a 400 px font)."""
+    font = ImageFont.truetype(_glyph_font()[0], 400)
+    right, bottom = font.getbbox(letter)[2:]
+    im = Image.new("L", (right + 8, bottom + 8), 0)
+    ImageDraw.Draw(im).text((4, 4), letter, font=font, fill=255)
+    m = np.asarray(im) >= 128
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    return m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _glyph_mask(letter: str, height: float, aspect: float, theta: float) -> np.ndarray:
+    """The tight bool mask of ``letter`` stretched to ``height`` x ``aspect * height`` px and turned
+    by ``theta`` radians: the master mask is sampled (nearest) at ``k`` times the resolution and
+    each pixel is set where it is at least half covered, so that even ~80 px glyphs are solid."""
+    master = _glyph_master(letter)
+    hm, wm = master.shape
+    cos, sin = math.cos(theta), math.sin(theta)
+    width = aspect * height
+    wo = math.ceil(width * abs(cos) + height * abs(sin)) + 2
+    ho = math.ceil(width * abs(sin) + height * abs(cos)) + 2
+    k = min(16, max(1, math.ceil(hm / height)))
+    # output (supersampled) -> master: q = S^-1 R^T (p / k - c_out) + c_master
+    a = np.diag([wm / width, hm / height]) @ np.array([[cos, sin], [-sin, cos]]) / k
+    off = np.array([wm / 2, hm / 2]) - k * a @ np.array([wo / 2, ho / 2])
+    im = Image.fromarray(master.astype(np.uint8) * 255).transform(
+        (k * wo, k * ho), Image.Transform.AFFINE, (*a[0], off[0], *a[1], off[1]),
+        resample=Image.Resampling.NEAREST, fillcolor=0,
+    )  # fmt: skip
+    m = np.asarray(im.resize((wo, ho), Image.Resampling.BOX)) >= 128
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    return m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _glyph_placer(
+    letter: str, area: float, theta: float, aspect: float, w: int, h: int
+) -> Callable[[np.random.Generator], tuple[int, int, np.ndarray]]:
+    """Draws the glyph whose mask has about ``area`` pixels (smaller where it would not fit);
+    returns a sampler of positions ``rng -> (x0, y0, mask)``."""
+    height = math.sqrt(area / (_glyph_master(letter).mean() * aspect))
+    cos, sin = abs(math.cos(theta)), abs(math.sin(theta))
+    span = (aspect * cos + sin, aspect * sin + cos)  # the turned box per unit of height
+    height = min(height, (0.9 * w - 4) / span[0], (0.9 * h - 4) / span[1])
+    m = _glyph_mask(letter, height, aspect, theta)
+
+    def place(rng: np.random.Generator) -> tuple[int, int, np.ndarray]:
+        x0, y0 = rng.integers((1, 1), (w - m.shape[1], h - m.shape[0]))
+        return int(x0), int(y0), m
+
+    return place
+
+
+def _shape_placer(
+    polys: list[tuple[np.ndarray, int]], area: float, w: int, h: int
+) -> Callable[[np.random.Generator], tuple[int, int, np.ndarray]]:
+    """Scales unit polygons to about ``area`` pixels (smaller where they would not fit); returns
+    a sampler of positions ``rng -> (x0, y0, mask)``."""
+    ref = 50.0  # the unit area depends on shape, stretch and rotation: measure it once
+    unit_area = _raster([(p * ref, f) for p, f in polys], 0.0, 0.0)[2].sum() / ref**2
+    pts = np.concatenate([p for p, _ in polys])
+    span = np.ptp(pts, axis=0)
+    s = min(math.sqrt(area / unit_area), (0.9 * w - 2) / span[0], (0.9 * h - 2) / span[1])
+    polys_px = [(p * s, f) for p, f in polys]
+    lo_xy, hi_xy = pts.min(axis=0) * s, pts.max(axis=0) * s
+
+    def place(rng: np.random.Generator) -> tuple[int, int, np.ndarray]:
+        ox, oy = rng.uniform(1 - lo_xy, (w - 2, h - 2) - hi_xy)
+        return _raster(polys_px, ox, oy)
+
+    return place
 
 
 def _colour(rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
@@ -175,7 +273,7 @@ def _background(w: int, h: int, rng: np.random.Generator) -> tuple[np.ndarray, n
 
 
 def _objects(
-    w: int, h: int, scale2: float, max_objects: int, rng: np.random.Generator
+    w: int, h: int, scale2: float, max_objects: int, rng: np.random.Generator, kind: str = "shapes"
 ) -> list[tuple]:
     """Samples and places objects, biggest first; returns ``(cat_index, x0, y0, mask)`` tuples."""
     n = int(rng.integers(1, max_objects + 1)) if max_objects else 0
@@ -185,26 +283,24 @@ def _objects(
         probs = [p for p, _, _ in SIZE_CLASSES]
         _, lo, hi = SIZE_CLASSES[rng.choice(len(SIZE_CLASSES), p=probs)]
         area = max(36.0, math.exp(rng.uniform(math.log(lo * scale2), math.log(hi * scale2))))
+        if kind == "glyphs":  # a small tilt, and an aspect ratio that does not tell the letter
+            theta = math.radians(rng.uniform(-GLYPH_TILT, GLYPH_TILT))
+            aspect = GLYPH_ASPECT * math.exp(rng.uniform(-GLYPH_STRETCH, GLYPH_STRETCH))
+            letter = GLYPH_CATEGORIES[cat][1]
+            specs.append((area, cat, _glyph_placer(letter, area, theta, aspect, w, h)))
+            continue
         theta, aspect = rng.uniform(0, 2 * np.pi), math.exp(rng.uniform(-0.22, 0.22))
         rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
         stretch = np.diag([math.sqrt(aspect), 1 / math.sqrt(aspect)])
         polys = [(p @ stretch.T @ rot.T, f) for p, f in _unit_shape(CATEGORIES[cat][1], rng)]
-        specs.append((area, cat, polys))
+        specs.append((area, cat, _shape_placer(polys, area, w, h)))
     specs.sort(key=lambda s: -s[0])
 
     owner = np.zeros((h, w), np.int16)  # 0: background, k: the k-th placed object
     placed, full, visible = [], [], []
-    for area, cat, polys in specs:
-        ref = 50.0  # the unit area depends on shape, stretch and rotation: measure it once
-        unit_area = _raster([(p * ref, f) for p, f in polys], 0.0, 0.0)[2].sum() / ref**2
-        pts = np.concatenate([p for p, _ in polys])
-        span = np.ptp(pts, axis=0)
-        s = min(math.sqrt(area / unit_area), (0.9 * w - 2) / span[0], (0.9 * h - 2) / span[1])
-        polys_px = [(p * s, f) for p, f in polys]
-        lo_xy, hi_xy = pts.min(axis=0) * s, pts.max(axis=0) * s
+    for _, cat, place in specs:
         for _ in range(20):
-            ox, oy = rng.uniform(1 - lo_xy, (w - 2, h - 2) - hi_xy)
-            x0, y0, m = _raster(polys_px, ox, oy)
+            x0, y0, m = place(rng)
             region = owner[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]]
             lost = np.bincount(region[m], minlength=len(placed) + 1)[1:]
             if all(v - lo >= MIN_VISIBLE * f for v, lo, f in zip(visible, lost, full)):
@@ -224,14 +320,16 @@ def _image_size(image_size: int, rng: np.random.Generator) -> tuple[int, int]:
 
 
 def render_image(
-    rng: np.random.Generator, image_size: int = 256, max_objects: int = 8
+    rng: np.random.Generator, image_size: int = 256, max_objects: int = 8, kind: str = "shapes"
 ) -> tuple[np.ndarray, list[dict]]:
-    """One image ``(H, W, 3)`` uint8 with 1..``max_objects`` objects (none if 0) and their
-    annotations (dicts with ``category_id``, ``bbox``, ``area``, ``iscrowd``, ``segmentation``)."""
+    """One image ``(H, W, 3)`` uint8 with 1..``max_objects`` objects (none if 0) of ``kind``
+    (``shapes`` or ``glyphs``) and their annotations (dicts with ``category_id``, ``bbox``,
+    ``area``, ``iscrowd``, ``segmentation``). Colours and textures do not depend on the class."""
     w, h = _image_size(image_size, rng)
     img, bg = _background(w, h, rng)
     anns = []
-    for cat, x0, y0, m in _objects(w, h, (image_size / 256) ** 2, max_objects, rng):
+    categories = CATEGORIES_BY_KIND[kind]
+    for cat, x0, y0, m in _objects(w, h, (image_size / 256) ** 2, max_objects, rng, kind):
         tex = _texture(m.shape[0], m.shape[1], bg, rng)
         img[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]][m] = tex[m]
         rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
@@ -239,21 +337,28 @@ def render_image(
         full[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
         rle = mask_utils.encode(full)
         bbox = [x0 + cols[0], y0 + rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1]
-        anns.append({"category_id": CATEGORIES[cat][0], "bbox": [float(v) for v in bbox],
+        anns.append({"category_id": categories[cat][0], "bbox": [float(v) for v in bbox],
                      "area": float(m.sum()), "iscrowd": 0,
                      "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")}})  # fmt: skip
     img += rng.normal(0.0, rng.uniform(0.005, 0.02), img.shape).astype(np.float32)
     return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8), anns
 
 
-def _params(num_train: int, num_val: int, image_size: int, seed: int, max_objects: int) -> dict:
+def _params(
+    num_train: int, num_val: int, image_size: int, seed: int, max_objects: int, kind: str = "shapes"
+) -> dict:
+    """The checked parameters as the marker stores them (``kind`` only when not ``shapes``, so
+    that the shapes datasets made before there were kinds are still current)."""
+    if kind not in KINDS:
+        raise ValueError(f"synthetic dataset: kind={kind!r}; expected one of {', '.join(KINDS)}")
     for name, value, lo in (("num_train", num_train, 1), ("num_val", num_val, 1),
                             ("image_size", image_size, 64), ("seed", seed, 0),
                             ("max_objects", max_objects, 1)):  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
             raise ValueError(f"synthetic dataset: {name}={value!r}; expected an integer >= {lo}")
     return {"num_train": int(num_train), "num_val": int(num_val), "image_size": int(image_size),
-            "seed": int(seed), "max_objects": int(max_objects)}  # fmt: skip
+            "seed": int(seed), "max_objects": int(max_objects),
+            **({} if kind == "shapes" else {"kind": kind})}  # fmt: skip
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -274,19 +379,20 @@ def _size_counts(areas: list[float]) -> dict[str, int]:
 
 def make_synthetic_coco(out_dir: str | Path, *, num_train: int = 600, num_val: int = 150,
                         image_size: int = 256, seed: int = 0, progress: bool = False,
-                        max_objects: int = 8) -> Path:  # fmt: skip
+                        max_objects: int = 8, kind: str = "shapes") -> Path:  # fmt: skip
     """Writes the dataset in COCO's layout and returns ``out_dir``.
 
     Layout: ``{train2017,val2017}/<12-digit image id>.jpg``,
     ``annotations/instances_{train2017,val2017}.json`` and ``synthetic.json`` (the parameters,
     ``complete`` and per-split counts). Image sizes are ``image_size`` square or with the shorter
-    side ``0.75 * image_size`` (both orientations); 0 to ``max_objects`` objects per image.
+    side ``0.75 * image_size`` (both orientations); 0 to ``max_objects`` objects per image;
+    ``kind``: ``shapes`` or ``glyphs`` (see the module's docstring).
 
     Raises:
         ValueError: a bad parameter, or ``out_dir`` is a non-empty folder not made by this module
             (it is never overwritten).
     """
-    params = _params(num_train, num_val, image_size, seed, max_objects)
+    params = _params(num_train, num_val, image_size, seed, max_objects, kind)
     out_dir = Path(out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if _read_marker(out_dir) is None:
@@ -302,8 +408,13 @@ def make_synthetic_coco(out_dir: str | Path, *, num_train: int = 600, num_val: i
         "params": params,
         "complete": False,
     }
+    info, supercategory = _INFO, "shape"
+    if kind == "glyphs":
+        marker["font"] = {"file": GLYPH_FONT, "sha256": _glyph_font()[1]}
+        info, supercategory = {**_INFO, "description": "FPN synthetic multi-scale glyphs"}, "letter"
     _write_json(out_dir / MARKER, marker)
-    categories = [{"id": i, "name": n, "supercategory": "shape"} for i, n in CATEGORIES]
+    categories = [{"id": i, "name": n, "supercategory": supercategory}
+                  for i, n in CATEGORIES_BY_KIND[kind]]  # fmt: skip
     counts = {"train2017": params["num_train"], "val2017": params["num_val"]}
     stats = {}
     with Progress(disable=not progress, transient=True) as bar:
@@ -315,7 +426,7 @@ def make_synthetic_coco(out_dir: str | Path, *, num_train: int = 600, num_val: i
                 image_id = first_id + i
                 rng = np.random.default_rng([seed, stream, i])
                 n_max = 0 if i % EMPTY_EVERY == 7 else max_objects
-                img, objs = render_image(rng, image_size, n_max)
+                img, objs = render_image(rng, image_size, n_max, kind)
                 name = f"{image_id:012d}.jpg"
                 Image.fromarray(img).save(
                     out_dir / split / name, "JPEG", quality=JPEG_QUALITY, subsampling=0
@@ -327,7 +438,7 @@ def make_synthetic_coco(out_dir: str | Path, *, num_train: int = 600, num_val: i
                     for j, a in enumerate(objs)
                 ]
                 bar.advance(task)
-            coco = {"info": _INFO, "licenses": _LICENSES, "images": images, "annotations": anns,
+            coco = {"info": info, "licenses": _LICENSES, "images": images, "annotations": anns,
                     "categories": categories}  # fmt: skip
             _write_json(out_dir / "annotations" / f"instances_{split}.json", coco)
             with_objects = {a["image_id"] for a in anns}
@@ -398,6 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="dataset folder (COCO layout)")
     for name, default in _DEFAULTS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+    parser.add_argument("--kind", choices=KINDS, default="shapes", help="what the objects are")
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = vars(parser.parse_args(argv))
