@@ -38,9 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.data.test_split = split
     datamodule = build_datamodule(cfg)
     check_categories(cfg.ckpt_path, hparams["categories"], datamodule.categories)
-    module = DetectionModule.load_from_checkpoint(
-        cfg.ckpt_path, map_location="cpu", weights_only=True
-    )
+    module = DetectionModule.from_checkpoint(cfg.ckpt_path)
     module.coco_results = []
     trainer = hydra.utils.instantiate(cfg.trainer, devices=1, strategy="auto")
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)

@@ -9,9 +9,9 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig
-from torchvision.io import ImageReadMode, decode_image, write_png
 
 from src.analysis.draw import draw_boxes
+from src.data.image_io import decode_rgb, write_png
 from src.training import cli, quiet
 from src.training.checkpoints import load_hparams
 from src.training.module import DetectionModule
@@ -53,16 +53,19 @@ def predict(
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not allowed: choose one of {PRECISIONS}")
     load_hparams(ckpt_path)  # clear error for a missing or foreign file
-    module = DetectionModule.load_from_checkpoint(
-        ckpt_path, map_location=device, weights_only=True
-    ).eval()
+    module = DetectionModule.from_checkpoint(ckpt_path, map_location=device).eval()
+    if module.task != "faster_rcnn":
+        raise ValueError(
+            f"ckpt_path={ckpt_path!r} is a {module.task} model: predict draws a faster_rcnn "
+            "model's detections (an rpn model's proposals: python -m src.proposals)"
+        )
     names = {int(c["id"]): c["name"] for c in module.categories}
     output_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for path in inputs:
         try:
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
-        except RuntimeError as error:
+            image = decode_rgb(path.read_bytes(), str(path))
+        except (OSError, ValueError) as error:
             log.warning("skipping %s: not a readable image (%s)", path, error)
             continue
         with torch.autocast(
@@ -73,7 +76,7 @@ def predict(
         keep = det["scores"] >= score_threshold
         det = {k: v[keep].cpu() for k, v in det.items()}
         drawn = draw_boxes(image, det["boxes"], det["labels"], names, scores=det["scores"])
-        write_png(drawn, str(output_dir / f"{path.stem}.png"))
+        write_png(drawn, output_dir / f"{path.stem}.png")
         xywh = det["boxes"].clone()
         xywh[:, 2:] -= xywh[:, :2]
         records.append(

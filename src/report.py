@@ -1,170 +1,124 @@
-"""python -m src.report MULTIRUN_DIR [--out DIR]: a sweep's ablation table beside the paper's.
+"""python -m src.report SWEEP_DIR [--out DIR]: a sweep's tables beside the paper's.
 
-Reads every job folder's results.json (written by src.train: the metrics, and the variant
-the built model says it is) and writes report.md, report.csv and report.png (AP bars per
-job, next to the paper's AP for the same variant).
+Reads every job's results.json (written by src.train: task, variant, seed, metrics) and
+per-epoch metrics.csv, pools the seeds of each row (``src.analysis.ablation``) and writes
+report.md (one table per protocol: Table 1 for ``model.task=rpn``, Table 2 for ``fast_rcnn``,
+Table 3 for ``faster_rcnn``, each cell mean ± std over seeds, the paper's number beside),
+report.csv (one line per job), cells.csv (one line per row: mean, std, n per metric) and
+curves_<task>.png (per-epoch AP / AR / loss per row, the seed spread shaded).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
+from src.analysis.ablation import (
+    TABLES,
+    Cell,
+    fmt_stats,
+    group,
+    job_values,
+    load_jobs,
+    plot_curves,
+    table_markdown,
+)
 from src.analysis.metrics import paper_columns
-from src.analysis.paper import TABLE1, paper_detection
+from src.analysis.paper import TABLE1
 
-DETECTION = paper_columns("Table 3")  # AP@0.5, AP, AP_s, AP_m, AP_l
 PROPOSALS = paper_columns("Table 1")  # AR100, AR1k, AR1k_s, AR1k_m, AR1k_l
+DETECTION = paper_columns("Table 3")  # AP@0.5, AP, AP_s, AP_m, AP_l
+
+__all__ = ["load_jobs", "main", "markdown", "write_report"]
 
 
-def load_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Every ``*/results.json`` under ``sweep_dir`` (job folders), ordered by job number."""
-    sweep = Path(sweep_dir)
-    if not sweep.is_dir():
-        raise FileNotFoundError(f"{str(sweep)!r} is not a folder (give a multirun folder)")
-    files = sorted(sweep.glob("*/results.json"), key=lambda p: _job_key(p.parent.name))
-    if not files and (sweep / "results.json").is_file():
-        files = [sweep / "results.json"]  # a single run's folder works too
-    if not files:
-        raise FileNotFoundError(
-            f"no results.json in {str(sweep)!r} or its job folders: is it an outputs/.../multiruns/DATE folder?"
-        )
-    jobs = []
-    for f in files:
-        try:
-            record = json.loads(f.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{f} is not valid JSON: {error}") from None
-        record["job"] = f.parent.name
-        jobs.append(record)
-    return jobs
-
-
-def _job_key(name: str) -> tuple[int, str]:
-    return (int(name), name) if name.isdigit() else (1 << 30, name)
-
-
-def job_row(job: dict[str, Any]) -> dict[str, Any]:
-    """One job: its variant and row as the built model said, and percent values keyed by our
-    metric keys; test/* (best checkpoint) when present, else the last val/*."""
-    metrics = job.get("metrics") or {}
-    stage = "test" if any(k.startswith("test/") for k in metrics) else "val"
-
-    def pick(key: str) -> float | None:
-        v = metrics.get(f"{stage}/{key}")
-        return None if v is None or v < 0 else 100 * v
-
-    row = {
-        "job": job["job"],
-        "overrides": " ".join(job.get("overrides", [])) or "(defaults)",
-        "variant": job.get("variant") or "?",
-        "row": job.get("row"),
-        "backbone": job.get("backbone", "?"),
-        "status": job.get("status", "?"),
-        "error": job.get("error", ""),
-        "stage": stage,
-    }
-    row |= {m.key: pick(m.key) for m in (*DETECTION, *PROPOSALS)}
-    return row
-
-
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1f}"
-
-
-def _label(row: dict[str, Any]) -> str:
-    return f"({row['row']}) {row['variant']}" if row["row"] else row["variant"]
-
-
-def _cells(values: dict[str, float] | None, columns) -> str:
-    return " | ".join(_fmt((values or {}).get(m.key)) for m in columns)
-
-
-def markdown(rows: list[dict[str, Any]], sweep: str) -> str:
-    det_head = " | ".join(m.paper for m in DETECTION)
+def _proposals_of_joint_runs(cells: list[Cell]) -> str:
+    """Faster R-CNN runs also measure their RPN's recall; the paper's is Table 1 (RPN alone)."""
+    mine = [c for c in cells if c.task == "faster_rcnn" and c.stats("ar_1000") is not None]
+    if not mine:
+        return ""
+    head = " | ".join(f"{m.paper} | paper" for m in PROPOSALS)
     lines = [
-        f"# Ablation report: `{sweep}`",
+        "## Proposals of the Faster R-CNN runs (class-agnostic recall)",
         "",
-        "Ours: this sweep's jobs (percent; test split at the best `val/map` checkpoint).",
-        "Paper: ResNet-50 on COCO minival (Lin et al. 2017): Table 3 for (a)-(c), Table 2",
-        "(Fast R-CNN on fixed FPN proposals) for (d)-(f). Compare trends, not digits, unless",
-        "the sweep ran the paper's recipe.",
+        "Paper: Table 1, which trained the RPN alone (model.task=rpn); here the RPN was trained",
+        "jointly with the heads, so compare trends, not digits.",
         "",
-        "## Detection",
-        "",
-        f"| job | row | backbone | overrides | {det_head} | paper | {det_head} |",
-        "|" + "---|" * (5 + 2 * len(DETECTION)),
+        f"| row | seeds | {head} |",
+        "|---|---|" + "---:|---:|" * len(PROPOSALS),
     ]
-    for r in rows:
-        source, paper = paper_detection(r["variant"])
-        lines.append(
-            f"| {r['job']} | {_label(r)} | {r['backbone']} | `{r['overrides']}` | "
-            f"{_cells(r, DETECTION)} | {source or '-'} | {_cells(paper, DETECTION)} |"
-        )
-    prop_head = " | ".join(m.paper for m in PROPOSALS)
-    lines += [
-        "",
-        "## RPN proposals (class-agnostic recall; paper: Table 1)",
-        "",
-        f"| job | row | {prop_head} | paper {prop_head} |",
-        "|" + "---|" * (2 + 2 * len(PROPOSALS)),
-    ]
-    for r in rows:
-        paper = TABLE1.get(r["variant"])
-        lines.append(
-            f"| {r['job']} | {_label(r)} | {_cells(r, PROPOSALS)} | {_cells(paper, PROPOSALS)} |"
-        )
-    failed = [r for r in rows if r["status"] != "ok"]
-    if failed:
-        lines += ["", "## Failed jobs", ""]
-        lines += [f"- job {r['job']} (`{r['overrides']}`): {r['error']}" for r in failed]
+    for cell in mine:
+        theirs = TABLE1.get(cell.variant, {})
+        parts = [f"{fmt_stats(cell.stats(m.key))} | {theirs.get(m.key, '-')}" for m in PROPOSALS]
+        seeds = ",".join(str(s) for s in cell.seeds)
+        lines.append(f"| {cell.name} | {seeds} | " + " | ".join(parts) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+def markdown(cells: list[Cell], sweep: str, figures: dict[str, Path] | None = None) -> str:
+    """report.md: the tables of the tasks present, figures, and the failed jobs."""
+    parts = [f"# Ablation report: `{sweep}`\n"]
+    for task in TABLES:
+        text = table_markdown(cells, task)
+        if text:
+            parts.append(text)
+            if figures and task in figures:
+                parts.append(f"![{task} curves]({figures[task].name})\n")
+    joint = _proposals_of_joint_runs(cells)
+    if joint:
+        parts.append(joint)
+    failed = [(c, j) for c in cells for j in c.jobs if j.get("status") != "ok"]
+    if failed:
+        lines = ["## Failed jobs", ""]
+        for cell, job in failed:
+            overrides = " ".join(job.get("overrides", [])) or "(defaults)"
+            lines.append(f"- job {job['job']} ({cell.name}, `{overrides}`): {job.get('error', '')}")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    labels = [f"{r['job']}: {_label(r)}" for r in rows]
-    x = range(len(rows))
-    papers = [paper_detection(r["variant"])[1] or {} for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) + 4), 4.5))
-    for ax, title, values in (
-        (left, "ours: AP and AP@0.5 (%)", rows),
-        (right, "paper: AP and AP@0.5 (%)", papers),
-    ):
-        ax.bar([i - 0.2 for i in x], [v.get("map") or 0 for v in values], width=0.4, label="AP")
-        ax.bar([i + 0.2 for i in x], [v.get("map_50") or 0 for v in values], width=0.4,
-               label="AP@0.5")  # fmt: skip
-        ax.set_xticks(list(x), labels, rotation=30, ha="right")
-        ax.set_title(title)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def _job_line(cell: Cell, job: dict[str, Any]) -> dict[str, Any]:
+    stage, values = job_values(job)
+    line = {
+        "job": job["job"], "task": cell.task, "variant": cell.variant, "row": cell.row,
+        "group": cell.label, "seed": job.get("seed"), "backbone": job.get("backbone"),
+        "status": job.get("status"), "stage": stage,
+        "overrides": " ".join(job.get("overrides", [])),
+    }  # fmt: skip
+    return line | {m.key: values.get(m.key) for m in (*DETECTION, *PROPOSALS)}
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write report.md, report.csv and report.png; returns their paths."""
-    rows = [job_row(j) for j in load_jobs(sweep_dir)]
+    """Write report.md, report.csv, cells.csv and one curves PNG per task; returns the paths
+    (``png`` is the first table's curves)."""
+    cells = group(load_jobs(sweep_dir))
     out = Path(out_dir or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
-    paths["md"].write_text(markdown(rows, str(sweep_dir)))
-    columns = (*DETECTION, *PROPOSALS)
+    paths = {"md": out / "report.md", "csv": out / "report.csv", "cells": out / "cells.csv"}
+    figures = {}
+    for task in TABLES:
+        figure = plot_curves(cells, task, out / f"curves_{task}.png")
+        if figure is not None:
+            figures[task] = figure
+            paths.setdefault("png", figure)
+            paths[f"curves_{task}"] = figure
+    paths["md"].write_text(markdown(cells, str(sweep_dir), figures))
+    lines = [_job_line(c, j) for c in cells for j in c.jobs]
     with paths["csv"].open("w", newline="") as f:
-        fields = list(rows[0]) + [f"paper_{m.key}" for m in columns]
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=list(lines[0]))
         writer.writeheader()
-        for r in rows:
-            paper = (paper_detection(r["variant"])[1] or {}) | TABLE1.get(r["variant"], {})
-            writer.writerow(r | {f"paper_{m.key}": paper.get(m.key) for m in columns})
-    plot(rows, paths["png"])
+        writer.writerows(lines)
+    keys = [m.key for m in (*DETECTION, *PROPOSALS)]
+    with paths["cells"].open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "variant", "row", "group", "seeds",
+                         *(f"{k}_{s}" for k in keys for s in ("mean", "std", "n"))])  # fmt: skip
+        for cell in cells:
+            stats = [cell.stats(k) or (None, None, 0) for k in keys]
+            writer.writerow([cell.task, cell.variant, cell.row, cell.label,
+                             " ".join(map(str, cell.seeds)), *(v for s in stats for v in s)])  # fmt: skip
     return paths
 
 
@@ -175,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     paths = write_report(args.sweep_dir, args.out)
     print(paths["md"].read_text())
-    print("written:", ", ".join(str(p) for p in paths.values()))
+    print("written:", ", ".join(dict.fromkeys(str(p) for p in paths.values())))
 
 
 if __name__ == "__main__":

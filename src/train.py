@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.analysis.metrics import MONITOR
+from src.analysis.metrics import monitor_for
 from src.models.variants import VariantSpec
 from src.training import cli, ddp, quiet
 from src.training.callbacks import EpochTimer
@@ -71,6 +71,7 @@ def build_module(cfg: DictConfig, spec: VariantSpec, categories: list[dict]) -> 
 def train(cfg: DictConfig, on_built=None) -> TrainResult:
     """Run one job. ``on_built(module)`` is called once the model exists (results.json)."""
     spec = check(cfg)  # every value, before the data or the model exist
+    ddp.check_launcher(cfg.trainer)  # under -m: can hydra/launcher run this trainer's ranks?
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, spec, datamodule.categories)
@@ -106,7 +107,7 @@ def train(cfg: DictConfig, on_built=None) -> TrainResult:
             best = (
                 trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             )
-            # `best` is the MONITOR-selected checkpoint; without one, test the weights in memory
+            # `best` is the monitor-selected checkpoint; without one, test the weights in memory
             ckpt = best or (None if cfg.train else cfg.ckpt_path)
             trainer.test(
                 module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True
@@ -134,6 +135,17 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1}
 
 
+def objective(metrics: dict[str, float], key: str) -> float:
+    """What main returns to a sweeper (the value Optuna optimizes): ``metrics[key]`` as a float, NaN
+    when the job has no such metric. Optuna 2.10 records a NaN trial as failed (never as the
+    worst or best value), and the study goes on."""
+    if key not in metrics:
+        log.warning("%s is not among this job's metrics (%s): NaN goes to the sweeper", key,
+                    ", ".join(sorted(metrics)) or "none")  # fmt: skip
+        return math.nan
+    return float(metrics[key])
+
+
 def strict_json(value: Any) -> Any:
     """``value`` with every non-finite float as None: results.json is strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -152,7 +164,7 @@ def _write_results(output_dir: Path, record: dict[str, Any]) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     is_rank_zero = pl.utilities.rank_zero_only.rank == 0
@@ -166,6 +178,9 @@ def main(cfg: DictConfig) -> float | None:
     def built(module: DetectionModule) -> None:
         # what the built model is, never a second reading of the config
         record.update(module.variant_spec.as_dict())
+        record["task"] = module.task
+        if module.task == "fast_rcnn":
+            record["proposals"] = dict(cfg.data.proposals)
         record["fpn_out_channels"] = module.hparams["detector"].get("out_channels")
 
     start = time.perf_counter()
@@ -184,18 +199,19 @@ def main(cfg: DictConfig) -> float | None:
         if hc.mode == RunMode.MULTIRUN:
             # record the failure and let the sweep go on with the next job
             log.error("job %s failed: %s (see %s)", hc.job.num, error, output_dir / "error.log")
-            return None
+            return math.nan  # a sweeper's failed trial (Optuna refuses NaN)
         raise
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # the next multirun job starts its own process group
             torch.distributed.destroy_process_group()
+        ddp.release()  # and Lightning's rank variables go
     if is_rank_zero:
         record |= {"status": "ok", "metrics": metrics}
         record["wall_time_s"] = round(time.perf_counter() - start, 1)
         _write_results(output_dir, record)
         print_metrics(metrics, title=f"{record['run_name']}  ({output_dir})")
-    return metrics.get(MONITOR)
+    return objective(metrics, cfg.get("optimized_metric") or monitor_for(str(cfg.model.task)))
 
 
 if __name__ == "__main__":

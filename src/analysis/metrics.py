@@ -54,6 +54,13 @@ BY_KEY = {m.key: m for m in METRICS}
 # checkpointing, the report and Optuna-style sweeps all select on this one
 MONITOR = "val/map"
 MONITOR_MODE = "max"
+# the rpn task (Table 1) has no detections: it selects on proposal recall
+RPN_MONITOR = "val/ar_1000"
+
+
+def monitor_for(task: str) -> str:
+    """The validation metric a run of ``task`` (src.models.stages.TASKS) selects on (max)."""
+    return RPN_MONITOR if task == "rpn" else MONITOR
 
 
 def from_source(source: str) -> tuple[Metric, ...]:

@@ -21,30 +21,20 @@ TABLE1 = _table("Table 1", {
     "no_lateral": (34.5, 46.1, 26.5, 57.4, 64.7),
     "p2_only": (38.4, 51.3, 35.1, 59.7, 67.6),
 })  # fmt: skip
-# Table 2: Fast R-CNN on a fixed set of proposals (Table 1's FPN row); AP@0.5, AP, AP_s/m/l.
-# Only rows (d)-(f) are reproduced here from the text beside Table 3's rows.
+# Table 2: Fast R-CNN on a fixed set of proposals (Table 1's FPN row, Section 5.2.1); AP@0.5, AP,
+# AP_s/m/l. Rows (a)/(b): conv5 head on C4 / 2fc head on C5; (c)-(f): 2fc heads on the pyramid.
 TABLE2 = _table("Table 2", {
+    "c4": (54.7, 31.9, 15.7, 36.5, 45.5),
+    "c5": (52.9, 28.8, 11.9, 32.4, 43.4),
+    "fpn": (56.9, 33.9, 17.8, 37.7, 45.8),
     "bottom_up": (44.9, 24.9, 10.9, 24.4, 38.5),
     "no_lateral": (54.0, 31.3, 13.3, 35.2, 45.3),
     "p2_only": (56.3, 33.4, 17.3, 37.3, 45.6),
 })  # fmt: skip
-# Table 3: Faster R-CNN, rows (a)-(c); AP@0.5, AP, AP_s/m/l.
+# Table 3: Faster R-CNN, rows (a)-(c) (the paper has no (d)-(f) here); AP@0.5, AP, AP_s/m/l.
 TABLE3 = _table("Table 3", {
     "c4": (53.1, 31.6, 13.2, 35.6, 47.1),
     "c5": (51.7, 28.0, 9.6, 31.9, 43.1),
     "fpn": (56.9, 33.9, 17.8, 37.7, 45.8),
 })  # fmt: skip
 TABLES = {"Table 1": TABLE1, "Table 2": TABLE2, "Table 3": TABLE3}
-
-
-def paper_detection(variant: str) -> tuple[str, dict[str, float] | None]:
-    """(source table, {metric key: percent}) of a variant's detection AP, or ("", None).
-
-    Today's end-to-end runs are Faster R-CNN: Table 3 where the paper has the row, else
-    Table 2 (which measured Fast R-CNN on fixed proposals: compare trends, not digits).
-    """
-    if variant in TABLE3:
-        return "Table 3", TABLE3[variant]
-    if variant in TABLE2:
-        return "Table 2", TABLE2[variant]
-    return "", None

@@ -12,6 +12,7 @@ from torch.utils.data import BatchSampler, DataLoader
 from src.data.archive import find_annotations, resolve_split
 from src.data.coco import BAD_IMAGE_MODES, CocoDetection, collate_detection
 from src.data.coco_index import CocoIndex, load_index
+from src.data.proposals import ProposalSet, WithProposals
 from src.data.samplers import GroupedBatchSampler, ShardSampler, aspect_ratio_groups
 from src.data.transforms import eval_transforms, train_transforms
 
@@ -39,6 +40,9 @@ class CocoDataModule(pl.LightningDataModule):
         aspect_grouping: batch landscape and portrait images separately.
         cache_dir: index cache folder (None: next to the annotations or ``~/.cache/fpn``).
         seed: the training order is a function of ``(seed, epoch)``, the same on every rank.
+        proposals: fixed proposal files per role (``{"train": path, "val": path, "test":
+            path}``, None or missing: none; test falls back to val's when the splits agree);
+            each target then carries ``proposals`` (``src.data.proposals``, the fast_rcnn task).
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class CocoDataModule(pl.LightningDataModule):
         aspect_grouping: bool = True,
         cache_dir: str | None = None,
         seed: int = 0,
+        proposals: dict[str, str | None] | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
@@ -90,6 +95,18 @@ class CocoDataModule(pl.LightningDataModule):
         )
         self.aspect_grouping, self.cache_dir, self.seed = aspect_grouping, cache_dir, int(seed)
         self.skip_images = int(skip_images)
+        self.proposal_files = {k: v for k, v in (proposals or {}).items() if v is not None}
+        unknown = set(self.proposal_files) - {"train", "val", "test"}
+        if unknown:
+            raise ValueError(f"proposals for {sorted(unknown)}; allowed roles: train, val, test")
+        if self.proposal_files and scale_jitter:
+            raise ValueError(
+                "scale_jitter with fixed proposals is not supported (its box sanitizing would "
+                "drop proposals and boxes apart): set scale_jitter to null"
+            )
+        same_split = self.test_split == self.val_split
+        if "test" not in self.proposal_files and same_split and "val" in self.proposal_files:
+            self.proposal_files["test"] = self.proposal_files["val"]
         self.train_dataset: CocoDetection | None = None
         self.val_dataset: CocoDetection | None = None
         self.test_dataset: CocoDetection | None = None
@@ -132,14 +149,18 @@ class CocoDataModule(pl.LightningDataModule):
         ]
 
     # ---- datasets -----------------------------------------------------------------------
-    def _dataset(self, split: str, *, train: bool) -> CocoDetection:
+    def _dataset(self, split: str, *, train: bool, role: str | None = None):
+        """The dataset of ``split``; with a proposal file for ``role``, wrapped so its targets
+        carry ``proposals`` (the transforms then run in the wrapper, after they are attached)."""
         # validating on the training split: the very images training sees (quick runs)
         same_as_train = not train and split == self.train_split
+        transforms = self.train_transform if train else eval_transforms()
+        proposal_file = self.proposal_files.get(role) if role else None
         dataset = CocoDetection(
             self.root,
             split,
             train=train,
-            transforms=self.train_transform if train else eval_transforms(),
+            transforms=None if proposal_file else transforms,
             filter_empty=self.filter_empty if (train or same_as_train) else False,
             on_bad_image=self.on_bad_image,
             max_images=self.max_images,
@@ -155,16 +176,23 @@ class CocoDataModule(pl.LightningDataModule):
                 f"split {split!r} has categories {dataset.category_ids[:10]}... ({len(dataset.category_ids)}), "
                 f"split {self._category_split!r} {expected[:10]}... ({len(expected)}): labels would disagree"
             )
+        if proposal_file:
+            return WithProposals(dataset, ProposalSet(proposal_file), transforms)
         return dataset
+
+    def eval_dataset(self, split: str) -> CocoDetection:
+        """Every image of ``split`` as evaluation sees it (for ``python -m src.proposals``):
+        untransformed; on the training split, the images training uses."""
+        return self._dataset(split, train=False)
 
     def setup(self, stage: str | None = None) -> None:
         """Checks the paths of the splits ``stage`` needs, then builds their datasets."""
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = self._dataset(self.train_split, train=True)
+            self.train_dataset = self._dataset(self.train_split, train=True, role="train")
         if stage in (None, "fit", "validate") and self.val_dataset is None:
-            self.val_dataset = self._dataset(self.val_split, train=False)
+            self.val_dataset = self._dataset(self.val_split, train=False, role="val")
         if stage in (None, "test") and self.test_dataset is None:
-            self.test_dataset = self._dataset(self.test_split, train=False)
+            self.test_dataset = self._dataset(self.test_split, train=False, role="test")
 
     def teardown(self, stage: str | None = None) -> None:
         for dataset in (self.train_dataset, self.val_dataset, self.test_dataset):

@@ -25,6 +25,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from src.models.backbones import BottomUp, build_backbone, check_backbone_options
 from src.models.fpn import FeaturePyramid, pyramid_inputs
+from src.models.stages import TASKS, check_task, strip_for_task
 from src.models.variants import (
     ANCHOR_SIZES,
     ASPECT_RATIOS,
@@ -127,6 +128,7 @@ def build_detector(
     trainable_layers: int | None = None,
     norm: str = "bn",
     widths: Sequence[int] | None = None,
+    weights: str | None = None,
     anchor_scale: float = 1.0,
     min_size: int | Sequence[int] = 800,
     max_size: int = 1333,
@@ -134,6 +136,7 @@ def build_detector(
     image_std: Sequence[float] | None = None,
     representation_size: int = 1024,
     channels_last: bool = False,
+    task: str = "faster_rcnn",
     **torchvision_knobs,
 ) -> FasterRCNN:
     """Build one of the paper's detectors as a torchvision ``FasterRCNN``.
@@ -141,18 +144,22 @@ def build_detector(
     Args:
         variant: one of VARIANTS (see :func:`resolve_variant` for the switches).
         backbone, pretrained_path, trainable_layers, norm, widths: see ``build_backbone``.
+        weights: torchvision's ImageNet weights by name (``IMAGENET1K_V1``), see ``build_backbone``.
         num_classes: classes including background, as in torchvision.
         out_channels: pyramid channels d (pyramid variants only).
         anchor_scale: multiplies every anchor size {32..512} (e.g. 0.25 for ~200 px images).
         min_size, max_size, image_mean, image_std: torchvision's transform settings.
         representation_size: width of the two fc layers (fpn and c5 heads; c4's head is res5).
         channels_last: NHWC weights and inputs (speed only, see :func:`use_channels_last`).
+        task: ``faster_rcnn`` (Table 3), ``rpn`` (Table 1: no RoI heads) or ``fast_rcnn``
+            (Table 2: no RPN, fixed proposals); see ``src.models.stages``.
         **torchvision_knobs: any other FasterRCNN / transform argument (TORCHVISION_KNOBS),
             e.g. ``rpn_post_nms_top_n_test=1000``, ``box_score_thresh=0.05``.
 
     Returns:
-        The model, with ``model.variant_spec`` (a VariantSpec) attached.
+        The model, with ``model.variant_spec`` (a VariantSpec) and ``model.task`` attached.
     """
+    check_task(task)
     spec = resolve_variant(variant, lateral=lateral, top_down=top_down, levels=levels)
     check_backbone_options(backbone, trainable_layers=trainable_layers, norm=norm, widths=widths)
     _check_knobs(torchvision_knobs)
@@ -163,7 +170,11 @@ def build_detector(
     if not anchor_scale > 0:
         raise ValueError(f"anchor_scale={anchor_scale!r} is not allowed: use a number > 0")
     bb = dict(
-        pretrained_path=pretrained_path, trainable_layers=trainable_layers, norm=norm, widths=widths
+        pretrained_path=pretrained_path,
+        trainable_layers=trainable_layers,
+        norm=norm,
+        widths=widths,
+        weights=weights,
     )
 
     if spec.head == "fpn":
@@ -216,6 +227,7 @@ def build_detector(
         **torchvision_knobs,
     )
     model.variant_spec = spec
+    strip_for_task(model, task)
     if channels_last:
         use_channels_last(model)
     return model
@@ -283,6 +295,7 @@ __all__ = [
     "ANCHOR_SIZES",
     "ASPECT_RATIOS",
     "PAPER_ROWS",
+    "TASKS",
     "TORCHVISION_KNOBS",
     "VARIANTS",
     "DetectorBackbone",

@@ -9,6 +9,8 @@ from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.transform import resize_boxes
 
+from src.models.stages import propose
+
 
 def to_float_images(images: list[Tensor]) -> list[Tensor]:
     """uint8 [3,H,W] (or tv_tensors.Image) -> plain float32 [3,H,W] in [0, 1]."""
@@ -40,12 +42,17 @@ def detect_with_proposals(
     """
     if model.training:
         raise RuntimeError("detect_with_proposals needs the model in eval mode (model.eval())")
+    if model.rpn is None or model.roi_heads is None:
+        raise RuntimeError(
+            f"detect_with_proposals needs a faster_rcnn model, not a {model.task} one "
+            "(see src.models.stages)"
+        )
     original_sizes = [tuple(img.shape[-2:]) for img in images]
     image_list, _ = model.transform(images)
     features = model.backbone(image_list.tensors)
     if isinstance(features, Tensor):
         features = OrderedDict([("0", features)])
-    proposals, _ = model.rpn(image_list, features)
+    proposals, _, _ = propose(model.rpn, image_list, features)
     detections, _ = model.roi_heads(features, proposals, image_list.image_sizes)
     detections = model.transform.postprocess(detections, image_list.image_sizes, original_sizes)
     proposals = [

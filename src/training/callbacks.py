@@ -11,9 +11,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
-from torchvision.io import write_png
 
 from src.analysis.draw import draw_boxes, side_by_side
+from src.data.image_io import write_png
 
 
 class PredictionPanel(pl.Callback):
@@ -31,6 +31,8 @@ class PredictionPanel(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run or self.num_images <= 0:
             return
+        if getattr(module, "task", "faster_rcnn") == "rpn":  # proposals have no classes to draw
+            return
         # trainer.log_dir is a broadcast under DDP: every rank must ask, or rank 0 hangs
         out = Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
         if not trainer.is_global_zero:
@@ -44,7 +46,8 @@ class PredictionPanel(pl.Callback):
                 continue
             image, target = sample
             gt_ids = module.category_ids.cpu()[target["labels"] - 1]
-            (pred,) = module([image.to(module.device)])
+            fixed = [target["proposals"].to(module.device)] if "proposals" in target else None
+            (pred,) = module([image.to(module.device)], fixed)
             keep = pred["scores"] >= self.score_threshold
             truth = draw_boxes(image, target["boxes"], gt_ids, names, iscrowd=target.get("iscrowd"))
             found = draw_boxes(
@@ -56,7 +59,7 @@ class PredictionPanel(pl.Callback):
             return
         panel = side_by_side(pairs)
         out.mkdir(parents=True, exist_ok=True)
-        write_png(panel, str(out / f"epoch_{trainer.current_epoch:03d}.png"))
+        write_png(panel, out / f"epoch_{trainer.current_epoch:03d}.png")
         caption = "left: ground truth, right: predictions"
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -22,10 +22,11 @@ import pytorch_lightning as pl
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from src.analysis.metrics import MONITOR
+from src.analysis.metrics import monitor_for
 from src.data.coco import BAD_IMAGE_MODES
+from src.data.synthetic import KINDS as SYNTHETIC_KINDS
 from src.models.backbones import BACKBONES, NORMS, check_backbone_options
-from src.models.detector import VARIANTS, VariantSpec, resolve_variant
+from src.models.detector import TASKS, VARIANTS, VariantSpec, resolve_variant
 from src.models.fpn import PYRAMID_LEVELS
 
 
@@ -43,8 +44,10 @@ class _Choice(str, Enum):
 BackboneName = _Choice("BackboneName", {n: n for n in BACKBONES})
 Norm = _Choice("Norm", {n: n for n in NORMS})
 Variant = _Choice("Variant", {n: n for n in VARIANTS})
+Task = _Choice("Task", {n: n for n in TASKS})
 Level = _Choice("Level", {n: n for n in PYRAMID_LEVELS})
 BadImageMode = _Choice("BadImageMode", {n: n for n in BAD_IMAGE_MODES})
+SyntheticKind = _Choice("SyntheticKind", {n: n for n in SYNTHETIC_KINDS})
 RAISE = BadImageMode("raise")
 
 
@@ -56,6 +59,7 @@ class BackboneConfig:
     norm: Norm = Norm.bn
     trainable_layers: int | None = None  # 0..5; None: 3 with pretrained weights, else 5
     pretrained_path: str | None = None
+    weights: str | None = None  # torchvision's, e.g. IMAGENET1K_V1; not with pretrained_path
     widths: list[int] | None = None  # backbone=simple only
 
 
@@ -74,6 +78,8 @@ class ModelConfig:
     """``conf/model/``: the paper's variant and torchvision's FasterRCNN knobs (its defaults)."""
 
     variant: Variant = Variant.fpn
+    # faster_rcnn (Table 3), rpn (Table 1: the RPN alone), fast_rcnn (Table 2: fixed proposals)
+    task: Task = Task.faster_rcnn
     min_size: int = 800
     max_size: int = 1333
     anchor_scale: float = 1.0
@@ -123,8 +129,9 @@ class OptimConfig:
 
 @dataclass
 class SyntheticConfig:
-    """``data.synthetic``: the generated dataset's size (``src.data.synthetic``)."""
+    """``data.synthetic``: the generated dataset's kind and size (``src.data.synthetic``)."""
 
+    kind: SyntheticKind = SyntheticKind.shapes  # shapes, or glyphs: letters told by inner structure
     num_train: int = 600
     num_val: int = 150
     image_size: int = 256
@@ -132,6 +139,15 @@ class SyntheticConfig:
     # None: made on first use only at default_root, so that a mistyped data.root is an error
     generate: bool | None = None
     default_root: str = MISSING
+
+
+@dataclass
+class ProposalFiles:
+    """``data.proposals``: fixed proposals per role (``python -m src.proposals``), fast_rcnn."""
+
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None  # None: val's when the test split is the val split
 
 
 @dataclass
@@ -158,6 +174,7 @@ class DataConfig:
     cache_dir: str | None = None
     seed: int = 0
     synthetic: SyntheticConfig | None = None  # set: generated before the datamodule is built
+    proposals: ProposalFiles = field(default_factory=ProposalFiles)
 
 
 @dataclass
@@ -225,6 +242,7 @@ class TrainConfig:
     test: bool = True
     ckpt_path: str | None = None
     proposal_recall: bool = True
+    optimized_metric: str | None = None  # what main returns to a sweeper; None: the monitor
     paths: PathsConfig = field(default_factory=PathsConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fpn: FpnConfig = field(default_factory=FpnConfig)
@@ -266,17 +284,38 @@ class PredictConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+@dataclass
+class ProposalsConfig:
+    """``conf/proposals.yaml``: one split's RPN proposals to a file (``python -m src.proposals``)."""
+
+    task_name: str = "proposals"
+    seed: int = 0
+    ckpt_path: str = MISSING
+    split: str = MISSING
+    per_image: int | None = None
+    output: str = MISSING
+    batch_size: int = 1
+    device: str = "cpu"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] | None = None
+
+
 def register_configs() -> None:
     """Register the schemas; each primary config names its own first in its defaults list."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="eval_schema", node=EvalConfig)
     store.store(name="predict_schema", node=PredictConfig)
+    store.store(name="proposals_schema", node=ProposalsConfig)
 
 
 register_configs()
 # ${monitor:} in conf/: the one metric that checkpointing and sweeps select on
-OmegaConf.register_new_resolver("monitor", lambda: MONITOR, replace=True)
+# (per task: the rpn task has no detections, it selects on proposal recall)
+OmegaConf.register_new_resolver(
+    "monitor", lambda task="faster_rcnn": monitor_for(str(task)), replace=True
+)
 
 
 # ---- what a type cannot say ---------------------------------------------------------------
@@ -324,10 +363,16 @@ def check(cfg: DictConfig) -> VariantSpec:
     b = cfg.backbone
     try:
         check_backbone_options(
-            str(b.name), trainable_layers=b.trainable_layers, norm=str(b.norm), widths=b.widths
+            str(b.name),
+            trainable_layers=b.trainable_layers,
+            norm=str(b.norm),
+            widths=b.widths,
+            weights=b.weights,
+            pretrained_path=b.pretrained_path,
         )
     except ValueError as error:
-        keys = {k: f"backbone.{k}" for k in ("trainable_layers", "norm", "widths", "backbone")}
+        names = ("trainable_layers", "norm", "widths", "weights", "pretrained_path", "backbone")
+        keys = {k: f"backbone.{k}" for k in names}
         raise _named(error, keys | {"backbone": "backbone.name"}) from None
     _at_least("fpn.out_channels", cfg.fpn.out_channels, 1)
     _at_least("model.anchor_scale", cfg.model.anchor_scale, 1e-6)
@@ -337,7 +382,30 @@ def check(cfg: DictConfig) -> VariantSpec:
                 "warmup_steps"):  # fmt: skip
         _at_least(f"optim.{key}", cfg.optim[key], 0)
     _at_least("data.batch_size", cfg.data.batch_size, 1)
+    _check_task(cfg)
     return spec
+
+
+def _check_task(cfg: DictConfig) -> None:
+    task = str(cfg.model.task)
+    given = {k: v for k, v in cfg.data.proposals.items() if v is not None}
+    if task != "fast_rcnn":
+        if given:
+            raise ConfigError(
+                f"data.proposals.{next(iter(given))} is set but model.task={task} computes its "
+                "own proposals: use model.task=fast_rcnn, or leave data.proposals null"
+            )
+        return
+    needed = (["train"] if cfg.get("train", True) else []) + ["val"]
+    missing = [f"data.proposals.{k}" for k in needed if k not in given]
+    if missing:
+        raise ConfigError(
+            f"model.task=fast_rcnn trains and evaluates on fixed proposals: set {', '.join(missing)} "
+            "(files written by python -m src.proposals ckpt_path=<an rpn checkpoint> split=...)"
+        )
+    for role, path in given.items():
+        if not Path(path).is_file():
+            raise ConfigError(f"data.proposals.{role}={path!r}: no such file")
 
 
 def detector_kwargs(cfg: DictConfig, spec: VariantSpec) -> dict[str, Any]:

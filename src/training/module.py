@@ -16,7 +16,8 @@ from torchmetrics.detection import MeanAveragePrecision
 from src.analysis.metrics import from_source
 from src.models.detector import VariantSpec, build_detector
 from src.models.inference import detect_with_proposals, to_float_images
-from src.training.checkpoints import SPEC_KEY
+from src.models.stages import fast_rcnn_detect, fast_rcnn_losses, rpn_losses, rpn_proposals
+from src.training.checkpoints import SPEC_KEY, load_hparams
 from src.training.optim import build_sgd, scaled_lr, warmup_multistep
 
 # faster_coco_eval prints its whole summary at INFO on every compute; we log the numbers ourselves
@@ -31,7 +32,12 @@ class DetectionModule(pl.LightningModule):
     """Trains ``build_detector(**detector)`` and reports COCO metrics in original category ids.
 
     Batches are ``(images, targets)``: images uint8 [3,H,W]; targets dicts with ``boxes``
-    [N,4] xyxy, ``labels`` [N] contiguous 1..K, and for evaluation ``iscrowd`` [N], ``area`` [N].
+    [N,4] xyxy, ``labels`` [N] contiguous 1..K, and for evaluation ``iscrowd`` [N], ``area`` [N];
+    for the ``fast_rcnn`` task also ``proposals`` [P,4] xyxy, best first (``src.data.proposals``).
+
+    The detector's ``task`` (``src.models.stages``) decides what trains and what is measured:
+    ``faster_rcnn`` detections and proposal recall, ``rpn`` proposal recall only (Table 1),
+    ``fast_rcnn`` detections on the batch's fixed proposals (Table 2).
 
     Args:
         detector: keyword arguments of ``src.models.detector.build_detector`` except
@@ -77,11 +83,19 @@ class DetectionModule(pl.LightningModule):
         self.register_buffer(
             "category_ids", torch.tensor([int(c["id"]) for c in self.categories]), persistent=False
         )
+        self.task: str = self.model.task
+        # proposals per image the fast_rcnn task feeds its heads: the paper's 2000 / 1000
+        self.proposals_per_image = {
+            "train": int(detector.get("rpn_post_nms_top_n_train", 2000)),
+            "eval": int(detector.get("rpn_post_nms_top_n_test", 1000)),
+        }
         self.metrics = torch.nn.ModuleDict()
         for stage in ("val", "test"):
-            self.metrics[f"{stage}_det"] = MeanAveragePrecision(backend="faster_coco_eval")
+            if self.task != "rpn":
+                self.metrics[f"{stage}_det"] = MeanAveragePrecision(backend="faster_coco_eval")
             self.metrics[f"{stage}_images"] = SumMetric()
-            if proposal_recall:
+            # fixed proposals are the same every epoch: their recall is the proposal file's
+            if self.task == "rpn" or (proposal_recall and self.task == "faster_rcnn"):
                 self.metrics[f"{stage}_rpn"] = MeanAveragePrecision(
                     backend="faster_coco_eval", max_detection_thresholds=[10, 100, 1000]
                 )
@@ -89,6 +103,17 @@ class DetectionModule(pl.LightningModule):
         self.coco_results: list[dict] | None = None
         # seconds spent computing COCO metrics per stage, apart from inference (EpochTimer)
         self.metric_seconds: dict[str, float] = {"val": 0.0, "test": 0.0}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str, map_location: Any = "cpu") -> DetectionModule:
+        """The module of a checkpoint (read with ``weights_only=True``), built without
+        re-reading the ImageNet weights it started from: the checkpoint's own replace them."""
+        detector = dict(load_hparams(ckpt_path)["detector"])
+        detector.pop("weights", None)
+        detector.pop("pretrained_path", None)
+        return cls.load_from_checkpoint(
+            ckpt_path, map_location=map_location, weights_only=True, detector=detector
+        )
 
     @property
     def variant_spec(self) -> VariantSpec:
@@ -109,9 +134,25 @@ class DetectionModule(pl.LightningModule):
         # read back by src.training.checkpoints.check_resumable: the model as built
         checkpoint[SPEC_KEY] = self.variant_spec.as_dict()
 
-    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        """Detections in original image coordinates with original category ids as labels."""
-        detections, _ = detect_with_proposals(self.model, to_float_images(images))
+    def forward(
+        self, images: list[Tensor], proposals: list[Tensor] | None = None
+    ) -> list[dict[str, Tensor]]:
+        """Detections in original image coordinates with original category ids as labels.
+
+        ``fast_rcnn`` needs ``proposals`` (per image [P,4] xyxy, best first); ``rpn`` returns
+        its proposals as ``{"boxes", "scores"}`` (objectness) without labels.
+        """
+        images = to_float_images(images)
+        if self.task == "rpn":
+            boxes, scores = rpn_proposals(self.model, images)
+            return [{"boxes": b, "scores": s} for b, s in zip(boxes, scores)]
+        if self.task == "fast_rcnn":
+            if proposals is None:
+                raise ValueError("a fast_rcnn model detects on given proposals: pass proposals")
+            n = self.proposals_per_image["eval"]
+            detections = fast_rcnn_detect(self.model, images, [_plain(p)[:n] for p in proposals])
+        else:
+            detections, _ = detect_with_proposals(self.model, images)
         return [self._to_category_ids(d) for d in detections]
 
     # ---- training -------------------------------------------------------------------------
@@ -119,8 +160,16 @@ class DetectionModule(pl.LightningModule):
         images, targets = batch
         if not images:  # every image of the batch was skipped as unreadable
             return None
-        targets = [{"boxes": _plain(t["boxes"]), "labels": t["labels"]} for t in targets]
-        losses = self.model(to_float_images(images), targets)
+        plain = [{"boxes": _plain(t["boxes"]), "labels": t["labels"]} for t in targets]
+        images = to_float_images(images)
+        if self.task == "rpn":
+            losses = rpn_losses(self.model, images, plain)
+        elif self.task == "fast_rcnn":
+            n = self.proposals_per_image["train"]
+            proposals = [_plain(t["proposals"])[:n] for t in targets]
+            losses = fast_rcnn_losses(self.model, images, plain, proposals)
+        else:
+            losses = self.model(images, plain)
         loss = sum(losses.values())
         self._check_loss(loss, losses)
         n = len(images)
@@ -167,7 +216,16 @@ class DetectionModule(pl.LightningModule):
         images, targets = batch
         if not images:
             return
-        detections, proposals = detect_with_proposals(self.model, to_float_images(images))
+        floats = to_float_images(images)
+        detections, proposals = None, None
+        if self.task == "rpn":
+            proposals, _ = rpn_proposals(self.model, floats)
+        elif self.task == "fast_rcnn":
+            n = self.proposals_per_image["eval"]
+            fixed = [_plain(t["proposals"])[:n] for t in targets]
+            detections = fast_rcnn_detect(self.model, floats, fixed)
+        else:
+            detections, proposals = detect_with_proposals(self.model, floats)
         gts = [
             {
                 "boxes": _plain(t["boxes"]),
@@ -177,13 +235,14 @@ class DetectionModule(pl.LightningModule):
             }
             for t in targets
         ]
-        detections = [self._to_category_ids(d) for d in detections]
-        self.metrics[f"{stage}_det"].update(detections, gts)
-        if self.coco_results is not None:
-            for det, target in zip(detections, targets):
-                self.coco_results.extend(coco_results(det, int(target["image_id"])))
+        if detections is not None:
+            detections = [self._to_category_ids(d) for d in detections]
+            self.metrics[f"{stage}_det"].update(detections, gts)
+            if self.coco_results is not None:
+                for det, target in zip(detections, targets):
+                    self.coco_results.extend(coco_results(det, int(target["image_id"])))
         self.metrics[f"{stage}_images"].update(len(images))
-        if f"{stage}_rpn" in self.metrics:
+        if f"{stage}_rpn" in self.metrics and proposals is not None:
             # Class-agnostic recall: one label for all; NMS order gives the ranking.
             props = [
                 {
@@ -198,14 +257,16 @@ class DetectionModule(pl.LightningModule):
 
     def _log_eval(self, stage: str) -> None:
         start = time.perf_counter()
-        det = self.metrics[f"{stage}_det"].compute()
-        values = {f"{stage}/{m.key}": det[m.torchmetrics] for m in from_source("detections")}
+        values = {}
+        if f"{stage}_det" in self.metrics:
+            det = self.metrics[f"{stage}_det"].compute()
+            values |= {f"{stage}/{m.key}": det[m.torchmetrics] for m in from_source("detections")}
+            self.metrics[f"{stage}_det"].reset()
         if f"{stage}_rpn" in self.metrics:
             rpn = self.metrics[f"{stage}_rpn"].compute()
             values |= {f"{stage}/{m.key}": rpn[m.torchmetrics] for m in from_source("proposals")}
             self.metrics[f"{stage}_rpn"].reset()
         values[f"{stage}/images"] = self.metrics[f"{stage}_images"].compute()
-        self.metrics[f"{stage}_det"].reset()
         self.metrics[f"{stage}_images"].reset()
         self.metric_seconds[stage] += time.perf_counter() - start
         # computed metrics are already synced across ranks: no second reduction

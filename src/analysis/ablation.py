@@ -1,0 +1,299 @@
+"""A sweep's jobs grouped into the paper's tables: seeds pooled, mean ± std, the paper beside.
+
+Each job folder holds ``results.json`` (``src.train``: task, variant, seed, metrics) and
+``csv/metrics.csv`` (per-epoch history). Jobs that differ only in ``seed`` form one *cell
+group*; the job's ``task`` picks the paper's table it belongs to:
+
+- ``rpn`` -> Table 1 (class-agnostic AR of the proposals),
+- ``fast_rcnn`` -> Table 2 (AP of Fast R-CNN on fixed proposals),
+- ``faster_rcnn`` -> Table 3 (AP of Faster R-CNN; the paper has rows (a)-(c) only).
+
+A row's difference from row (c) of the same table is *marked* when it exceeds the seed spread:
+``|mean - mean_c| > std + std_c`` with at least two seeds on both sides.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from src.analysis.metrics import paper_columns
+from src.analysis.paper import TABLE1, TABLE2, TABLE3
+
+# task -> (the paper's table, its columns, the paper's rows)
+TABLES: dict[str, tuple[str, tuple, dict[str, dict[str, float]]]] = {
+    "rpn": ("Table 1", paper_columns("Table 1"), TABLE1),
+    "fast_rcnn": ("Table 2", paper_columns("Table 2"), TABLE2),
+    "faster_rcnn": ("Table 3", paper_columns("Table 3"), TABLE3),
+}
+PROTOCOLS = {
+    "rpn": "the RPN alone, class-agnostic proposal recall (Section 5.1)",
+    "fast_rcnn": "Fast R-CNN on a fixed set of proposals (Section 5.2.1)",
+    "faster_rcnn": "Faster R-CNN, RPN and heads trained jointly on shared features",
+}
+# the per-epoch curves drawn for each task: (metric column in metrics.csv, title)
+CURVES = {
+    "rpn": (("val/ar_1000", "AR@1k"), ("val/ar_small", "AR@1k small"),
+            ("val/ar_100", "AR@100"), ("train/loss", "training loss")),
+    "fast_rcnn": (("val/map", "AP"), ("val/map_small", "AP small"),
+                  ("val/mar_100", "AR@100 (detections)"), ("train/loss", "training loss")),
+    "faster_rcnn": (("val/map", "AP"), ("val/map_small", "AP small"),
+                    ("val/ar_1000", "AR@1k (proposals)"), ("train/loss", "training loss")),
+}  # fmt: skip
+# overrides that do not split a row into groups: the seed, and what the variant and task
+# already name (a row is (task, variant) whichever override made it)
+_NOT_GROUPING = re.compile(
+    r"^(seed|experiment|\+sweep|hydra\.[\w.]+|model\.variant|model\.task|fpn\.lateral"
+    r"|fpn\.top_down|fpn\.levels)="
+)
+
+
+def load_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Every ``results.json`` under ``sweep_dir`` (job folders, any depth), ordered by folder.
+
+    Each record gains ``job`` (its folder, relative to ``sweep_dir``) and ``dir``.
+    """
+    sweep = Path(sweep_dir)
+    if not sweep.is_dir():
+        raise FileNotFoundError(f"{str(sweep)!r} is not a folder (give a multirun folder)")
+    files = sorted(sweep.rglob("results.json"), key=lambda p: _job_key(p.parent, sweep))
+    if not files:
+        raise FileNotFoundError(
+            f"no results.json in {str(sweep)!r} or its job folders: is it an outputs/.../multiruns/DATE folder?"
+        )
+    jobs = []
+    for f in files:
+        try:
+            record = json.loads(f.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{f} is not valid JSON: {error}") from None
+        record["job"] = str(f.parent.relative_to(sweep)) if f.parent != sweep else sweep.name
+        record["dir"] = str(f.parent)
+        jobs.append(record)
+    return jobs
+
+
+def _job_key(folder: Path, sweep: Path) -> tuple:
+    parts = folder.relative_to(sweep).parts if folder != sweep else ()
+    return tuple((int(p), p) if p.isdigit() else (1 << 30, p) for p in parts)
+
+
+def job_values(job: dict[str, Any]) -> tuple[str, dict[str, float]]:
+    """(stage, percent values by metric key): ``test/*`` (best checkpoint) when present, else
+    the last ``val/*``; a metric COCO could not compute (-1) is left out."""
+    metrics = job.get("metrics") or {}
+    stage = "test" if any(k.startswith("test/") for k in metrics) else "val"
+    values = {}
+    for key, value in metrics.items():
+        prefix, _, name = key.partition("/")
+        if prefix == stage and value is not None and value >= 0:
+            values[name] = 100 * float(value)
+    return stage, values
+
+
+def group_label(job: dict[str, Any]) -> str:
+    """The overrides that make a cell group: all but the seed, hydra.* and those that choose the
+    row (experiment, model.variant, model.task, fpn switches)."""
+    kept = [o for o in job.get("overrides", []) if not _NOT_GROUPING.match(o)]
+    return " ".join(kept)
+
+
+@dataclass
+class Cell:
+    """One row of one table: the jobs of a (task, variant, other overrides) over seeds."""
+
+    task: str
+    variant: str
+    row: str | None
+    label: str
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        return [j for j in self.jobs if j.get("status") == "ok"]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(int(j.get("seed", 0)) for j in self.ok)
+
+    def stats(self, key: str) -> tuple[float, float, int] | None:
+        """(mean, sample std (0 for one seed), n) of a metric in percent over finished seeds."""
+        values = [v for j in self.ok if (v := job_values(j)[1].get(key)) is not None]
+        if not values:
+            return None
+        mean = sum(values) / len(values)
+        std = (
+            math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            if len(values) > 1
+            else 0.0
+        )
+        return mean, std, len(values)
+
+    @property
+    def name(self) -> str:
+        """``(c) fpn``: the paper's letter and our variant name."""
+        return f"({self.row}) {self.variant}" if self.row else self.variant
+
+
+def group(jobs: list[dict[str, Any]]) -> list[Cell]:
+    """Cells in first-seen order; a job without a task (older results) counts as faster_rcnn."""
+    cells: dict[tuple, Cell] = {}
+    for job in jobs:
+        task = job.get("task") or "faster_rcnn"
+        variant = job.get("variant") or "?"
+        key = (task, variant, group_label(job))
+        if key not in cells:
+            cells[key] = Cell(task, variant, job.get("row"), key[2])
+        cells[key].jobs.append(job)
+    order = {t: i for i, t in enumerate(TABLES)}
+    return sorted(cells.values(), key=lambda c: (order.get(c.task, 9), c.row or "z", c.label))
+
+
+def beats_spread(cell: Cell, reference: Cell, key: str) -> bool | None:
+    """Whether ``cell`` differs from ``reference`` by more than their seed spread on ``key``
+    (None: fewer than two seeds on a side, or the metric missing)."""
+    a, b = cell.stats(key), reference.stats(key)
+    if a is None or b is None or a[2] < 2 or b[2] < 2:
+        return None
+    return abs(a[0] - b[0]) > a[1] + b[1]
+
+
+def reference_cell(cells: list[Cell], cell: Cell) -> Cell | None:
+    """Row (c) FPN of the same table and the same other overrides."""
+    for c in cells:
+        if c.task == cell.task and c.row == "c" and c.label == cell.label:
+            return c
+    return None
+
+
+def fmt_stats(stats: tuple[float, float, int] | None) -> str:
+    if stats is None:
+        return "-"
+    mean, std, n = stats
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
+
+
+def history(job: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    """A job's per-epoch values from ``csv/metrics.csv``: ``{column: [(epoch, value)]}``;
+    training losses averaged over each epoch's logged steps."""
+    path = Path(job["dir"]) / "csv" / "metrics.csv"
+    if not path.is_file():
+        return {}
+    sums: dict[str, dict[int, list[float]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if not row.get("epoch"):
+                continue
+            epoch = int(float(row["epoch"]))
+            for column, value in row.items():
+                if column in ("epoch", "step") or value in ("", None):
+                    continue
+                sums.setdefault(column, {}).setdefault(epoch, []).append(float(value))
+    return {
+        column: sorted((e, sum(v) / len(v)) for e, v in epochs.items() if v)
+        for column, epochs in sums.items()
+    }
+
+
+def curves(cell: Cell, column: str) -> list[tuple[int, float, float, int]]:
+    """``[(epoch, mean, std, n)]`` of one column over the cell's seeds (epochs all seeds have)."""
+    per_epoch: dict[int, list[float]] = {}
+    for job in cell.ok:
+        for epoch, value in history(job).get(column, []):
+            if value >= 0:
+                per_epoch.setdefault(epoch, []).append(value)
+    out = []
+    for epoch in sorted(per_epoch):
+        values = per_epoch[epoch]
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0
+        out.append((epoch, mean, math.sqrt(var), len(values)))
+    return out
+
+
+def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
+    """One figure per table: each curve of CURVES[task], a line per row, ±std shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = [c for c in cells if c.task == task and c.ok]
+    if not mine:
+        return None
+    panels = CURVES[task]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, (column, title) in zip(axes, panels):
+        scale = 1.0 if column.startswith("train/") else 100.0
+        for cell in mine:
+            points = curves(cell, column)
+            if not points:
+                continue
+            epochs = [p[0] for p in points]
+            mean = [scale * p[1] for p in points]
+            std = [scale * p[2] for p in points]
+            n = max(p[3] for p in points)
+            (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=f"{cell.name} (n={n})")
+            ax.fill_between(epochs, [m - s for m, s in zip(mean, std)],
+                            [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
+    fig.suptitle(f"{TABLES[task][0]} protocol: {PROTOCOLS[task]} (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def table_markdown(cells: list[Cell], task: str) -> str:
+    """One table in Markdown: ours mean ± std (n seeds) per column, the paper's value beside,
+    ``*`` on a value that differs from row (c) by more than the seed spread."""
+    table, columns, paper = TABLES[task]
+    mine = [c for c in cells if c.task == task]
+    if not mine:
+        return ""
+    head = " | ".join(f"{m.paper} | paper" for m in columns)
+    labels = list(dict.fromkeys(c.label for c in mine))
+    lines = [
+        f"## {table}: {PROTOCOLS[task]}",
+        "",
+        "Ours: mean ± std over seeds (percent; test split at the best checkpoint), `*` where the",
+        "difference from row (c) exceeds the seed spread (|Δ| > std + std_c, n ≥ 2 both).",
+        f"Paper: ResNet-50 on COCO minival (Lin et al. 2017), {table}.",
+        "",
+        *([f"Overrides of every row: `{labels[0]}`", ""] if len(labels) == 1 and labels[0] else []),
+        f"| row | seeds | {head} |",
+        "|---|---|" + "---:|---:|" * len(columns),
+    ]
+    for cell in mine:
+        ref = reference_cell(cells, cell)
+        theirs = paper.get(cell.variant, {})
+        parts = []
+        for m in columns:
+            text = fmt_stats(cell.stats(m.key))
+            if ref is not None and ref is not cell and beats_spread(cell, ref, m.key):
+                text += " *"
+            parts.append(f"{text} | {theirs.get(m.key, '-')}")
+        seeds = ",".join(str(s) for s in cell.seeds) or "-"
+        name = cell.name + (f" `{cell.label}`" if len(labels) > 1 and cell.label else "")
+        name += " (ours only)" if not theirs else ""
+        lines.append(f"| {name} | {seeds} | " + " | ".join(parts) + " |")
+    if task == "faster_rcnn":
+        lines += [
+            "",
+            "The paper's Table 3 trains RPN and Fast R-CNN without sharing features, and has rows "
+            "(a)-(c) only; ours are torchvision's joint training with shared features, and rows "
+            "(d)-(f) are our extension.",
+        ]
+    if task == "fast_rcnn":
+        sources = sorted({str((j.get("proposals") or {}).get("train")) for c in mine for j in c.ok})
+        lines += ["", f"Fixed proposals (train): {', '.join(sources)}."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,366 @@
+"""The paper's three protocols: the RPN alone (Table 1), Fast R-CNN on fixed proposals (Table 2),
+Faster R-CNN (Table 3); proposal files; one sweep command per table; the report over seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from run_helpers import TINY, compose_train, results, run_module
+
+from src.analysis.ablation import Cell, beats_spread, group
+from src.data.proposals import ProposalFileError, ProposalSet, save_proposals
+from src.models.detector import build_detector
+from src.models.inference import to_float_images
+from src.models.stages import propose, rpn_proposals
+from src.report import write_report
+from src.training.config import ConfigError, check
+
+ROWS = ("a_c4", "b_c5", "c_fpn", "d_bottom_up", "e_no_lateral", "f_p2_only")
+SMALL = dict(min_size=128, max_size=128, anchor_scale=0.25, out_channels=16,
+             representation_size=32)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    from src.data.synthetic import ensure_synthetic
+
+    root = tmp_path_factory.mktemp("data")
+    ensure_synthetic(root / "synthetic", num_train=16, num_val=8, image_size=128, seed=0)
+    return root
+
+
+# ---- the models of each task --------------------------------------------------------------
+def test_propose_returns_torchvisions_proposals_with_their_objectness() -> None:
+    torch.manual_seed(0)
+    model = build_detector("fpn", "resnet18", 3, **SMALL).eval()
+    images = [torch.rand(3, 128, 128), torch.rand(3, 96, 128)]
+    image_list, _ = model.transform(images)
+    features = model.backbone(image_list.tensors)
+    with torch.no_grad():
+        expected, _ = model.rpn(image_list, features)
+        boxes, scores, losses = propose(model.rpn, image_list, features)
+    assert losses == {}
+    for b, e, s in zip(boxes, expected, scores):
+        torch.testing.assert_close(b, e)
+        assert s.shape == (len(b),) and ((s >= 0) & (s <= 1)).all()
+
+
+@pytest.mark.parametrize("variant", ["c4", "fpn"])
+def test_each_task_builds_and_trains_only_its_parts(variant: str) -> None:
+    torch.manual_seed(0)
+    rpn = build_detector(variant, "resnet18", 3, task="rpn", **SMALL)
+    fast = build_detector(variant, "resnet18", 3, task="fast_rcnn", **SMALL)
+    assert rpn.roi_heads is None and rpn.rpn is not None and rpn.task == "rpn"
+    assert fast.rpn is None and fast.roi_heads is not None and fast.task == "fast_rcnn"
+    if variant == "c4":  # res5 is the C4 box head: the RPN-only model has none of it
+        assert not any("res5" in n for n, _ in rpn.named_parameters())
+    from src.models.stages import fast_rcnn_losses, rpn_losses
+
+    images = to_float_images([torch.randint(0, 255, (3, 128, 128), dtype=torch.uint8)] * 2)
+    targets = [{"boxes": torch.tensor([[10.0, 10, 60, 70]]), "labels": torch.tensor([1])}] * 2
+    for model, losses in (
+        (rpn, lambda m: rpn_losses(m.train(), images, targets)),
+        (fast, lambda m: fast_rcnn_losses(
+            m.train(), images, targets, [torch.tensor([[12.0, 8, 58, 72], [0, 0, 30, 30]])] * 2)),
+    ):  # fmt: skip
+        values = losses(model)
+        expected = (
+            {"loss_objectness", "loss_rpn_box_reg"}
+            if model is rpn
+            else {"loss_classifier", "loss_box_reg"}
+        )
+        assert set(values) == expected
+        sum(values.values()).backward()
+        # every trainable parameter the model still has takes part (no DDP unused parameters)
+        unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not unused, unused
+
+
+# ---- proposal files -----------------------------------------------------------------------
+def _write(path: Path, ids=(1, 5, 9), split="val2017") -> list[torch.Tensor]:
+    boxes = [torch.rand(n, 4) * 50 + torch.tensor([0, 0, 50, 50]) for n in (3, 0, 5)][: len(ids)]
+    logits = [torch.linspace(2, -2, len(b)) for b in boxes]
+    save_proposals(path, list(ids), boxes, logits, split=split, source="test.ckpt")
+    return boxes
+
+
+def test_proposal_file_round_trip_and_detectron2_fields(tmp_path: Path) -> None:
+    boxes = _write(tmp_path / "p.npz")
+    store = ProposalSet(tmp_path / "p.npz")
+    assert list(store.ids) == [1, 5, 9] and store.split == "val2017" and len(store) == 3
+    got, logits = store.for_image(9)
+    torch.testing.assert_close(got, boxes[2])
+    assert logits.shape == (5,) and (logits.diff() <= 0).all()
+    assert store.for_image(5)[0].shape == (0, 4)
+    d2 = store.as_detectron2()
+    assert set(d2) == {"ids", "boxes", "objectness_logits", "bbox_mode"}
+    assert d2["bbox_mode"] == 0 and [len(b) for b in d2["boxes"]] == [3, 0, 5]
+    # plain numpy without pickle reads it, as documented
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as raw:
+        assert str(raw["bbox_mode"]) == "XYXY_ABS" and raw["boxes"].shape == (8, 4)
+
+
+def test_proposal_file_that_does_not_match_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path / "p.npz")
+    store = ProposalSet(tmp_path / "p.npz")
+    with pytest.raises(ProposalFileError, match=r"image ids \[2, 3\]"):
+        store.check_covers([1, 2, 3, 5], "val2017")
+    with pytest.raises(ProposalFileError, match=r"holds split 'val2017'.*split 'train2017'"):
+        store.check_covers([1], "train2017")
+
+
+def test_proposal_file_is_data_never_code(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.npz"
+    # an object array is stored as a pickle: reading it would run code of the file's choosing
+    np.savez(evil, ids=np.array([{"x": 1}], dtype=object), counts=np.array([1]))
+    with pytest.raises(ProposalFileError, match="without pickle"):
+        ProposalSet(evil)
+    (tmp_path / "text.npz").write_text("not a zip")
+    with pytest.raises(ProposalFileError, match=r"text\.npz"):
+        ProposalSet(tmp_path / "text.npz")
+    with pytest.raises(ProposalFileError, match="does not exist"):
+        ProposalSet(tmp_path / "missing.npz")
+
+
+# ---- config ---------------------------------------------------------------------------------
+def test_fast_rcnn_needs_proposal_files_and_others_refuse_them(tmp_path, data_dir) -> None:
+    cfg = compose_train([*TINY, "experiment=table2/c_fpn"], tmp_path, data_dir)
+    with pytest.raises(ConfigError, match=r"data\.proposals\.train, data\.proposals\.val"):
+        check(cfg)
+    cfg = compose_train(
+        [*TINY, "experiment=table1/c_fpn", "data.proposals.val=x.npz"], tmp_path, data_dir
+    )
+    with pytest.raises(ConfigError, match=r"data\.proposals\.val is set but model\.task=rpn"):
+        check(cfg)
+    cfg = compose_train(
+        [*TINY, "model.task=fast_rcnn", "data.proposals.train=nope.npz",
+         "data.proposals.val=nope.npz"], tmp_path, data_dir,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"data\.proposals\.train='nope\.npz': no such file"):
+        check(cfg)
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3"])
+def test_every_table_experiment_composes_its_row_and_task(tmp_path, data_dir, table) -> None:
+    task = {"table1": "rpn", "table2": "fast_rcnn", "table3": "faster_rcnn"}[table]
+    for row in ROWS:
+        cfg = compose_train([f"experiment={table}/{row}"], tmp_path, data_dir)
+        assert str(cfg.model.task) == task
+        assert str(cfg.model.variant) == row.split("_", 1)[1].replace("fpn", "fpn")
+        monitor = cfg.callbacks.model_checkpoint.monitor
+        assert monitor == ("val/ar_1000" if task == "rpn" else "val/map")
+
+
+# ---- end to end: RPN -> proposal files -> Fast R-CNN, and each table's sweep ---------------
+FAST = [*TINY, "trainer.max_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def rpn_and_proposals(tmp_path_factory, data_dir) -> dict[str, Path]:
+    """A few steps of Table 1's FPN RPN, then its proposals for both splits via src.proposals."""
+    out = tmp_path_factory.mktemp("protocols")
+    proc = run_module(
+        "src.train",
+        [*FAST, "experiment=table1/c_fpn", f"paths.data_dir={data_dir}",
+         f"hydra.run.dir={out / 'rpn'}"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ckpt = out / "rpn" / "checkpoints" / "last.ckpt"
+    files = {}
+    for split, per_image in (("train2017", 300), ("val2017", None)):
+        files[split] = out / f"proposals_{split}.npz"
+        args = [f"ckpt_path={ckpt}", f"split={split}", f"output={files[split]}",
+                f"paths.data_dir={data_dir}", f"hydra.run.dir={out / split}",
+                "data.synthetic.num_train=16", "data.synthetic.num_val=8",
+                "data.synthetic.image_size=128", "data.num_workers=0"]  # fmt: skip
+        if per_image:
+            args.append(f"per_image={per_image}")
+        proc = run_module("src.proposals", args)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return {"dir": out, "ckpt": ckpt, **files}
+
+
+def test_rpn_run_reports_proposal_recall_only(rpn_and_proposals) -> None:
+    record = results(rpn_and_proposals["dir"] / "rpn")
+    assert record["status"] == "ok" and record["task"] == "rpn" and record["row"] == "c"
+    metrics = record["metrics"]
+    assert 0 <= metrics["val/ar_1000"] <= 1 and "val/ar_small" in metrics
+    assert not any(k.startswith("val/map") for k in metrics)
+    assert set(k for k in metrics if k.startswith("train/loss_")) == {
+        "train/loss_objectness",
+        "train/loss_rpn_box_reg",
+    }
+
+
+def test_written_proposals_are_the_rpns_and_fast_rcnn_reads_those(
+    rpn_and_proposals, data_dir, tmp_path
+) -> None:
+    from src.training.config import build_datamodule
+    from src.training.module import DetectionModule
+
+    val = ProposalSet(rpn_and_proposals["val2017"])
+    train = ProposalSet(rpn_and_proposals["train2017"])
+    assert val.split == "val2017" and train.split == "train2017"
+    assert max(np.diff(train.offsets)) <= 300 and max(np.diff(val.offsets)) <= 1000
+    assert val.source == str(rpn_and_proposals["ckpt"])
+    # the file holds what the RPN proposes for each image (the paper's 1000 at test)
+    module = DetectionModule.from_checkpoint(str(rpn_and_proposals["ckpt"])).eval()
+    from src.proposals import set_proposal_count
+
+    set_proposal_count(module.model, 1000)
+    cfg = compose_train(
+        [*TINY, "experiment=table2/c_fpn", f"data.proposals.train={rpn_and_proposals['train2017']}",
+         f"data.proposals.val={rpn_and_proposals['val2017']}", "data.hflip_prob=1.0"],
+        tmp_path, data_dir,
+    )  # fmt: skip
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    image, target = datamodule.val_dataset[0]
+    boxes, _ = rpn_proposals(module.model, to_float_images([image]))
+    stored, logits = val.for_image(target["image_id"])
+    torch.testing.assert_close(stored, boxes[0])
+    torch.testing.assert_close(target["proposals"].as_subclass(torch.Tensor), stored)
+    assert (logits.diff() <= 1e-6).all()  # best first
+    # training images are flipped together with their proposals
+    image, target = datamodule.train_dataset[0]
+    stored, _ = train.for_image(target["image_id"])
+    width = image.shape[-1]
+    flipped = stored[:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor(
+        [width, 0, width, 0]
+    )
+    torch.testing.assert_close(target["proposals"].as_subclass(torch.Tensor), flipped)
+
+
+def test_fast_rcnn_trains_and_evaluates_on_the_written_proposals(
+    rpn_and_proposals, data_dir, tmp_path
+) -> None:
+    out = tmp_path / "fast"
+    proc = run_module(
+        "src.train",
+        [*FAST, "experiment=table2/c_fpn", f"paths.data_dir={data_dir}", f"hydra.run.dir={out}",
+         f"data.proposals.train={rpn_and_proposals['train2017']}",
+         f"data.proposals.val={rpn_and_proposals['val2017']}"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    record = results(out)
+    assert record["task"] == "fast_rcnn" and record["status"] == "ok"
+    assert record["proposals"]["train"] == str(rpn_and_proposals["train2017"])
+    assert {"test/map", "test/map_small"} <= set(record["metrics"])
+    assert not any(k.startswith("val/ar_") for k in record["metrics"])
+    losses = {k for k in record["metrics"] if k.startswith("train/loss_")}
+    assert losses == {"train/loss_classifier", "train/loss_box_reg"}
+
+
+def test_a_proposal_file_of_other_images_is_refused_naming_them(
+    rpn_and_proposals, data_dir, tmp_path
+) -> None:
+    bad = tmp_path / "few.npz"
+    _write(bad, ids=(1_000_001, 1_000_002), split="val2017")
+    proc = run_module(
+        "src.train",
+        [*FAST, "experiment=table2/c_fpn", f"paths.data_dir={data_dir}",
+         f"hydra.run.dir={tmp_path / 'run'}", f"data.proposals.train={rpn_and_proposals['train2017']}",
+         f"data.proposals.val={bad}"],
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "few.npz" in proc.stderr and "no proposals for 6 of the 8 images" in proc.stderr
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3"])
+def test_each_tables_sweep_runs_all_six_rows_fast_dev_run(
+    table, rpn_and_proposals, data_dir, tmp_path
+) -> None:
+    sweep = tmp_path / table
+    extra = []
+    if table == "table2":
+        extra = [f"data.proposals.train={rpn_and_proposals['train2017']}",
+                 f"data.proposals.val={rpn_and_proposals['val2017']}"]  # fmt: skip
+    proc = run_module(
+        "src.train",
+        ["-m", f"+sweep={table}", "seed=0", "debug=fast_dev_run", *TINY, *extra,
+         f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    records = [results(sweep / str(i)) for i in range(6)]
+    assert [r["row"] for r in records] == list("abcdef")
+    assert {r["status"] for r in records} == {"ok"}
+
+
+# ---- the report over seeds ------------------------------------------------------------------
+def _fake_job(folder: Path, task: str, variant: str, row: str, seed: int, **values) -> None:
+    folder.mkdir(parents=True)
+    record = {"task": task, "variant": variant, "row": row, "seed": seed, "status": "ok",
+              "overrides": [f"experiment=x/{variant}", f"seed={seed}"],
+              "metrics": {f"test/{k}": v for k, v in values.items()}}  # fmt: skip
+    (folder / "results.json").write_text(json.dumps(record))
+
+
+def test_report_pools_seeds_and_marks_differences_beyond_the_spread(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    job = 0
+    for variant, row, ar in (("fpn", "c", (0.50, 0.52, 0.54)), ("c5", "b", (0.30, 0.31, 0.29)),
+                             ("bottom_up", "d", (0.49, 0.55, 0.53))):  # fmt: skip
+        for seed, value in enumerate(ar):
+            _fake_job(sweep / str(job), "rpn", variant, row, seed, ar_1000=value, ar_100=value / 2)
+            job += 1
+    cells = group(__import__("src.analysis.ablation", fromlist=["load_jobs"]).load_jobs(sweep))
+    assert [(c.row, c.seeds) for c in cells] == [("b", [0, 1, 2]), ("c", [0, 1, 2]),
+                                                 ("d", [0, 1, 2])]  # fmt: skip
+    fpn = next(c for c in cells if c.row == "c")
+    mean, std, n = fpn.stats("ar_1000")
+    assert (round(mean, 6), round(std, 6), n) == (52.0, 2.0, 3)
+    assert beats_spread(next(c for c in cells if c.row == "b"), fpn, "ar_1000") is True
+    assert beats_spread(next(c for c in cells if c.row == "d"), fpn, "ar_1000") is False
+    one_seed = Cell("rpn", "c4", "a", "", [cells[0].jobs[0]])
+    assert beats_spread(one_seed, fpn, "ar_1000") is None
+    md = write_report(sweep, tmp_path / "out")["md"].read_text()
+    assert (
+        "## Table 1" in md and "| (c) fpn | 0,1,2 | 26.0 ± 1.0 | 44.0 | 52.0 ± 2.0 | 56.3 |" in md
+    )
+    assert "30.0 ± 1.0 *" in md  # (b) is below (c) beyond the spread
+    assert "52.3 ± 3.1 |" in md  # (d) is not marked
+
+
+@pytest.fixture(scope="module")
+def seeded_sweep(data_dir, tmp_path_factory) -> Path:
+    """A real Table 1 sweep: rows (b) and (c), seeds 0 and 1, one epoch each."""
+    sweep = tmp_path_factory.mktemp("seeded") / "sweep"
+    proc = run_module(
+        "src.train",
+        ["-m", *FAST, "test=false", "experiment=table1/c_fpn,table1/b_c5", "seed=0,1",
+         f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep
+
+
+def test_report_of_a_real_sweep_pools_its_seeds_and_draws_curves(seeded_sweep, tmp_path) -> None:
+    paths = write_report(seeded_sweep, tmp_path / "out")
+    md = paths["md"].read_text()
+    assert "| (c) fpn | 0,1 |" in md and "| (b) c5 | 0,1 |" in md and "±" in md
+    assert paths["curves_rpn"].stat().st_size > 5000
+    lines = paths["cells"].read_text().splitlines()
+    assert len(lines) == 3 and lines[1].startswith("rpn,")
+
+
+def test_ablation_notebook_runs_on_a_sweep(seeded_sweep, monkeypatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("FPN_SWEEP_DIR", str(seeded_sweep))
+    root = Path(__file__).resolve().parents[1]
+    notebook = nbformat.read(root / "notebooks" / "ablation.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(root)}}).execute()  # fmt: skip
+    text = "\n".join(
+        str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
+        for c in notebook.cells for o in c.get("outputs", [])
+    )  # fmt: skip
+    assert "4 jobs" in text and "## Table 1" in text and "(b) c5" in text
+    images = [o for c in notebook.cells for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]  # fmt: skip
+    assert images, "the curves were not drawn"
