@@ -122,3 +122,16 @@ def test_types_are_described_in_words():
 def test_a_plus_override_still_reaches_the_trainer(tmp_path):
     cfg = compose_train(["+trainer.barebones=false"], tmp_path, tmp_path)
     assert OmegaConf.to_container(cfg.trainer)["barebones"] is False
+
+
+def test_an_interpolation_to_a_missing_key_is_one_line_naming_it() -> None:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationKeyError
+
+    from src.training.cli import one_line
+
+    cfg = OmegaConf.create({"output": "${nope}"})
+    with pytest.raises(InterpolationKeyError) as caught:
+        OmegaConf.to_container(cfg, resolve=True)
+    message = one_line(caught.value)
+    assert message is not None and "None" not in message and "'nope'" in message

@@ -67,10 +67,11 @@ def one_line(error: BaseException) -> str | None:
     if isinstance(cause, OmegaConfBaseException):
         what = str(error).splitlines()[0] if cause is not error else ""
         override = what.removeprefix("Error merging override ").removeprefix("Could not override ")
-        message = str(getattr(cause, "msg", cause)).splitlines()[0]
+        # some OmegaConf errors (an interpolation to a missing key) carry no msg or key
+        message = (str(getattr(cause, "msg", None) or cause).splitlines() or [""])[0]
         expected = _expected(cause)
         key = getattr(cause, "full_key", None)
-        subject = override.rstrip(".") if override else str(key)
+        subject = override.rstrip(".") if override else str(key or type(cause).__name__)
         if expected and "expected one of" not in message:
             message += f"; allowed: {expected}"
         return f"{subject}: {message}"
