@@ -86,14 +86,29 @@ def test_the_default_is_the_cpu_demo_recipe(tmp_path):
     cfg = compose_train([], tmp_path, tmp_path)
     assert cfg.fpn.out_channels == 128 and cfg.model.representation_size == 512
     assert cfg.model.box_batch_size_per_image == 128 and cfg.optim.lr == 0.02
-    assert cfg.trainer.max_epochs == 4 and cfg.trainer.gradient_clip_val == 10.0
+    assert cfg.trainer.max_epochs == 5 and cfg.trainer.gradient_clip_val == 10.0
     assert (cfg.model.min_size, cfg.model.max_size, cfg.model.anchor_scale) == (256, 256, 0.5)
     assert cfg.backbone.name == "resnet18" and cfg.backbone.norm == "bn"
     # an experiment on the default data keeps the recipe
     c5 = compose_train(["experiment=b_c5"], tmp_path, tmp_path)
-    assert c5.model.variant == "c5" and c5.trainer.max_epochs == 4 and c5.optim.lr == 0.02
+    assert c5.model.variant == "c5" and c5.trainer.max_epochs == 5 and c5.optim.lr == 0.02
     paper = compose_train(["recipe=paper"], tmp_path, tmp_path)
     assert paper.fpn.out_channels == 256 and paper.optim.lr is None
+
+
+def test_the_cpu_demo_is_sized_for_speed_and_the_study_keeps_table_1s_counts(tmp_path):
+    """Issue 9's choices: NHWC, RPN counts for 256 px images, fp32 (bf16 cost accuracy); the
+    study recipe keeps 1000 proposals at test, which Table 1's AR@1000 needs."""
+    cfg = compose_train([], tmp_path, tmp_path)
+    assert cfg.model.channels_last is True and cfg.trainer.precision == "32-true"
+    assert (cfg.model.rpn_pre_nms_top_n_train, cfg.model.rpn_post_nms_top_n_train) == (600, 300)
+    assert cfg.model.rpn_post_nms_top_n_test == 300
+    check(cfg)
+    study = compose_train(["recipe=cpu_study", "experiment=table1/c_fpn"], tmp_path, tmp_path)
+    assert study.model.rpn_post_nms_top_n_test == 1000
+    check(study)
+    bf16 = compose_train(["trainer.precision=bf16-mixed"], tmp_path, tmp_path)
+    assert bf16.trainer.precision == "bf16-mixed"
 
 
 def test_detector_kwargs_carry_the_resolved_variant(tmp_path):

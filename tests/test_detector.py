@@ -212,3 +212,27 @@ def test_every_variant_is_listed():
     assert set(VARIANTS) == set(PAPER_ROWS)
     for variant in VARIANTS:
         assert resolve_variant(variant).name == variant
+
+
+@pytest.mark.parametrize("task", ["faster_rcnn", "rpn", "fast_rcnn"])
+def test_box_outputs_stay_fp32_under_bf16_autocast(task):
+    """torchvision decodes boxes in the deltas' dtype: bf16 deltas would round proposals and
+    detections to 2 px at 256-512 px. The heads hand their outputs on in fp32 instead."""
+    from src.models.inference import detect_with_proposals
+
+    torch.manual_seed(0)
+    model = build_detector("fpn", "simple", 3, task=task, **SMALL).eval()
+    images = [torch.rand(3, 300, 460)]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        features = model.backbone(torch.rand(1, 3, 64, 64))
+        maps = list(features.values())
+        if model.rpn is not None:
+            objectness, deltas = model.rpn.head(maps)
+            assert {t.dtype for t in objectness + deltas} == {torch.float32}
+        if model.roi_heads is not None:
+            box_features = model.roi_heads.box_head(torch.rand(5, 16 * 7 * 7))
+            scores, box_deltas = model.roi_heads.box_predictor(box_features)
+            assert scores.dtype == box_deltas.dtype == torch.float32
+        if task == "faster_rcnn":
+            detections, proposals = detect_with_proposals(model, images)
+            assert proposals[0].dtype == detections[0]["boxes"].dtype == torch.float32

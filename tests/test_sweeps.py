@@ -118,7 +118,8 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on_and_the_report_shows_it(tm
     md = paths["md"].read_text()
     assert "(e) no_lateral" in md and "(c) fpn" in md
     assert "56.9" in md  # the paper's FPN AP@0.5 (Table 3) beside ours
-    assert "46.1" in md  # the paper's (e) AR1k (Table 1)
+    # FAST keeps 150 proposals at test: no AR@1000 measured, so no Table 1 beside this sweep
+    assert "46.1" not in md
     assert "Failed jobs" in md and "model.variant" in md
     rows = paths["csv"].read_text().splitlines()
     assert len(rows) == 4  # header + three jobs

