@@ -45,16 +45,18 @@ def load_images(n: int, size: int = 256) -> list[torch.Tensor]:
 
 
 def build(ckpt: str | None):
+    """The checkpoint's module (or None) and its detector, else an untrained demo detector."""
     if ckpt:
         from src.training.module import DetectionModule
 
-        return DetectionModule.from_checkpoint(ckpt).model.eval()
+        module = DetectionModule.from_checkpoint(ckpt)
+        return module, module.model.eval()
     from train_speed import NUM_CLASSES, demo_kwargs
 
     from src.models.detector import build_detector
 
     torch.manual_seed(0)
-    return build_detector(num_classes=NUM_CLASSES, **demo_kwargs([])).eval()
+    return None, build_detector(num_classes=NUM_CLASSES, **demo_kwargs([])).eval()
 
 
 @torch.no_grad()
@@ -82,24 +84,31 @@ def time_parts(model, images, count: int, bf16: bool, batch: int) -> dict[str, f
     return {k: v / len(images) for k, v in seconds.items()}
 
 
-def accuracy(ckpt: str, count: int, precision: str) -> dict[str, float]:
+def print_accuracy(module, ckpt: str, settings: list[tuple[int, bool]]) -> None:
+    """COCO metrics of ``module`` on the whole validation split, per (count, bf16) setting;
+    the data are read once, the module changes only its test-time proposal count."""
     import hydra
     from hydra import compose, initialize_config_dir
 
     from src.training.config import build_datamodule
-    from src.training.module import DetectionModule
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("eval", overrides=[f"ckpt_path={ckpt}", f"paths.root_dir={REPO}",
                                          "paths.output_dir=/tmp"])  # fmt: skip
-    module = DetectionModule.from_checkpoint(ckpt)
-    module.model.rpn._post_nms_top_n["testing"] = count
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, devices=1, strategy="auto", precision=precision, enable_progress_bar=False,
-        enable_model_summary=False,
-    )  # fmt: skip
-    (metrics,) = trainer.test(module, datamodule=build_datamodule(cfg), verbose=False)
-    return metrics
+    datamodule = build_datamodule(cfg)
+    print("\n| proposals | precision | AP | AP50 | AP75 | AP_s | AR100 (proposals) |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for count, bf16 in settings:
+        module.model.rpn._post_nms_top_n["testing"] = count
+        precision = "bf16-mixed" if bf16 else "32-true"
+        trainer = hydra.utils.instantiate(
+            cfg.trainer, devices=1, strategy="auto", precision=precision,
+            enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+        (m,) = trainer.test(module, datamodule=datamodule, verbose=False)
+        cells = " | ".join(f"{100 * m[k]:.2f}" for k in ("test/map", "test/map_50",
+                           "test/map_75", "test/map_small", "test/ar_100"))  # fmt: skip
+        print(f"| {count} | {precision} | {cells} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.accuracy and not args.ckpt:
         parser.error("--accuracy needs --ckpt: an untrained detector has no accuracy to keep")
 
-    model = build(args.ckpt)
+    module, model = build(args.ckpt)
     images = load_images(args.images)
     settings = [(count, bf16) for count in args.counts for bf16 in (False, True)]
     samples: dict[tuple[int, bool], list[dict[str, float]]] = {s: [] for s in settings}
@@ -136,13 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         name = "bf16 + channels_last" if bf16 else "fp32"
         print(f"| {count} | {name} | {cells} | {1000 * total:.1f} | {first / total:.2f} |")
     if args.accuracy:
-        print("\n| proposals | precision | AP | AP50 | AP75 | AP_s | AR100 (proposals) |")
-        print("|---:|---|---:|---:|---:|---:|---:|")
-        for count, bf16 in settings:
-            m = accuracy(args.ckpt, count, "bf16-mixed" if bf16 else "32-true")
-            cells = " | ".join(f"{100 * m[k]:.2f}" for k in ("test/map", "test/map_50",
-                               "test/map_75", "test/map_small", "test/ar_100"))  # fmt: skip
-            print(f"| {count} | {'bf16-mixed' if bf16 else '32-true'} | {cells} |")
+        print_accuracy(module, args.ckpt, settings)
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ def step_flops(setting: Setting, images, targets) -> int:
 
 
 # the demo's settings before issue 9 (2026-11-25), pinned so that this stays the baseline
-TODAY = ["trainer.precision=32-true", "model.channels_last=false", "data.num_workers=2",
+BEFORE = ["trainer.precision=32-true", "model.channels_last=false", "data.num_workers=2",
          "model.rpn_pre_nms_top_n_train=2000", "model.rpn_post_nms_top_n_train=2000",
          "model.rpn_post_nms_top_n_test=1000"]  # fmt: skip
 # today's defaults (fp32, NHWC, RPN counts sized for 256 px, no workers): no override
@@ -189,7 +189,7 @@ def epoch_seconds(overrides: list[str], images: int) -> tuple[float, float]:
 
 def print_epochs(candidates: list[list[str]], images: int, rounds: int) -> None:
     """Whole epochs (data loading and validation included), the settings before issue 9 against each."""
-    runs = [TODAY, *candidates]
+    runs = [BEFORE, *candidates]
     times: list[list[tuple[float, float]]] = [[] for _ in runs]
     for _ in range(rounds):
         for k, overrides in enumerate(runs):
@@ -202,7 +202,7 @@ def print_epochs(candidates: list[list[str]], images: int, rounds: int) -> None:
     for overrides, samples in zip(runs, times):
         fit = statistics.median(t[0] for t in samples)
         val = statistics.median(t[1] for t in samples)
-        name = ("before: " + " ".join(TODAY) if overrides is TODAY
+        name = ("before: " + " ".join(BEFORE) if overrides is BEFORE
                 else " ".join(overrides) or "defaults")  # fmt: skip
         print(f"| {name} | {fit:.1f} | {val:.1f} | {val / fit:.0%} | {images / fit:.2f} | "
               f"{base / fit:.2f} |")  # fmt: skip
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     # the detector as it was before issue 9; the Settings below apply bf16 / NHWC themselves
-    kw = demo_kwargs([o for o in TODAY if o.startswith("model.")])
+    kw = demo_kwargs([o for o in BEFORE if o.startswith("model.")])
     small_rpn = demo_kwargs(["model.channels_last=false", "model.rpn_pre_nms_top_n_train=600",
                              "model.rpn_post_nms_top_n_train=300"])  # fmt: skip
 

@@ -107,8 +107,6 @@ def test_the_cpu_demo_is_sized_for_speed_and_the_study_keeps_table_1s_counts(tmp
     study = compose_train(["recipe=cpu_study", "experiment=table1/c_fpn"], tmp_path, tmp_path)
     assert study.model.rpn_post_nms_top_n_test == 1000
     check(study)
-    bf16 = compose_train(["trainer.precision=bf16-mixed"], tmp_path, tmp_path)
-    assert bf16.trainer.precision == "bf16-mixed"
 
 
 def test_detector_kwargs_carry_the_resolved_variant(tmp_path):

@@ -32,8 +32,8 @@ def install() -> None:
         category=FutureWarning,
         module=r"pytorch_lightning\.utilities\._pytree",
     )
-    # The model summary estimates sizes in 32 bits under bf16-mixed (trainer=cpu's choice on
-    # CPUs with native bf16) and says so on every run; parameters are fp32 under autocast anyway.
+    # The model summary estimates sizes in 32 bits under bf16-mixed (trainer=gpu's default,
+    # trainer.precision=bf16-mixed on CPU) and says so on every run; parameters are fp32 anyway.
     warnings.filterwarnings(
         "ignore",
         message=r"Precision bf16-mixed is not supported by the model summary",
