@@ -325,6 +325,28 @@ def test_report_pools_seeds_and_marks_differences_beyond_the_spread(tmp_path: Pa
     assert "52.3 ± 3.1 |" in md  # (d) is not marked
 
 
+def test_curves_show_ar100_where_no_run_logged_ar1000(tmp_path: Path) -> None:
+    """A Faster R-CNN kept < 1000 test proposals logs no AR@1000: its figure draws AR@100."""
+    from src.analysis.ablation import curve_panels, load_jobs
+
+    def job(name: str, columns: dict[str, float]) -> None:
+        _fake_job(tmp_path / name, "faster_rcnn", "fpn", "c", int(name), map=0.1)
+        (tmp_path / name / "csv").mkdir()
+        header = ["epoch", "step", *columns]
+        rows = [[str(e), "9", *(str(v * (e + 1)) for v in columns.values())] for e in range(2)]
+        (tmp_path / name / "csv" / "metrics.csv").write_text(
+            "\n".join(",".join(r) for r in [header, *rows]) + "\n"
+        )
+
+    job("0", {"val/map": 0.1, "val/ar_100": 0.2})
+    cells = group(load_jobs(tmp_path))
+    assert [c for c, _ in curve_panels(cells, "faster_rcnn")] == [
+        "val/map", "val/map_small", "val/ar_100", "train/loss"]  # fmt: skip
+    job("1", {"val/map": 0.1, "val/ar_100": 0.2, "val/ar_1000": 0.3})
+    cells = group(load_jobs(tmp_path))
+    assert "val/ar_1000" in [c for c, _ in curve_panels(cells, "faster_rcnn")]
+
+
 @pytest.fixture(scope="module")
 def seeded_sweep(data_dir, tmp_path_factory) -> Path:
     """A real Table 1 sweep: rows (b) and (c), seeds 0 and 1, one epoch each."""

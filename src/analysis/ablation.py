@@ -45,6 +45,9 @@ CURVES = {
     "faster_rcnn": (("val/map", "AP"), ("val/map_small", "AP small"),
                     ("val/ar_1000", "AR@1k (proposals)"), ("train/loss", "training loss")),
 }  # fmt: skip
+# a run with fewer than 1000 test proposals logs no AR@1000 (src/training/module.py): draw its
+# AR@100 in that panel rather than leave it empty
+_FALLBACK = {"val/ar_1000": ("val/ar_100", "AR@100 (proposals)")}
 # overrides that do not split a row into groups: the seed, and what the variant and task
 # already name (a row is (task, variant) whichever override made it)
 _NOT_GROUPING = re.compile(
@@ -216,6 +219,17 @@ def curves(cell: Cell, column: str) -> list[tuple[int, float, float, int]]:
     return out
 
 
+def curve_panels(cells: list[Cell], task: str) -> list[tuple[str, str]]:
+    """``[(metrics.csv column, title)]`` of the task's figure, with a fallback (``_FALLBACK``)
+    in place of a column that none of ``cells`` logged."""
+    panels = []
+    for column, title in CURVES[task]:
+        if column in _FALLBACK and not any(curves(cell, column) for cell in cells):
+            column, title = _FALLBACK[column]
+        panels.append((column, title))
+    return panels
+
+
 def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
     """One figure per table: each curve of CURVES[task], a line per row, ±std shaded."""
     import matplotlib
@@ -226,7 +240,7 @@ def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
     mine = [c for c in cells if c.task == task and c.ok]
     if not mine:
         return None
-    panels = CURVES[task]
+    panels = curve_panels(mine, task)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (column, title) in zip(axes, panels):
         scale = 1.0 if column.startswith("train/") else 100.0
