@@ -109,6 +109,22 @@ def test_the_cpu_demo_is_sized_for_speed_and_the_study_keeps_table_1s_counts(tmp
     check(study)
 
 
+def test_the_detection_study_recipe_is_what_the_recorded_runs_composed(tmp_path):
+    """docs/results/study_2026-11-26.md ran `experiment=d_bottom_up trainer.max_epochs=8`; the
+    recipe that makes it a one-command sweep must compose the same run (tags aside)."""
+    from omegaconf import OmegaConf
+
+    def plain(overrides):
+        cfg = OmegaConf.to_container(compose_train(overrides, tmp_path, tmp_path), resolve=True)
+        cfg.pop("tags")
+        cfg["callbacks"].pop("prediction_panel")  # pictures only
+        return cfg
+
+    recipe = plain(["recipe=cpu_study_detection", "experiment=table3/d_bottom_up"])
+    recorded = plain(["experiment=d_bottom_up", "trainer.max_epochs=8"])
+    assert recipe == recorded and recipe["trainer"]["max_epochs"] == 8
+
+
 def test_detector_kwargs_carry_the_resolved_variant(tmp_path):
     cfg = compose_train(["fpn.lateral=false"], tmp_path, tmp_path)
     spec = check(cfg)
