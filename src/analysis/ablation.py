@@ -241,6 +241,13 @@ def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
     if not mine:
         return None
     panels = curve_panels(mine, task)
+    # where rows come from several groups (e.g. data=shapes and data=glyphs), the legend names
+    # each curve's group by the overrides that are not common to all of them
+    common = set.intersection(*(set(c.label.split()) for c in mine))
+    def legend(cell: Cell) -> str:
+        own = " ".join(t for t in cell.label.split() if t not in common)
+        return f"{cell.name} {own}".strip()
+
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (column, title) in zip(axes, panels):
         scale = 1.0 if column.startswith("train/") else 100.0
@@ -252,7 +259,7 @@ def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
             mean = [scale * p[1] for p in points]
             std = [scale * p[2] for p in points]
             n = max(p[3] for p in points)
-            (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=f"{cell.name} (n={n})")
+            (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=f"{legend(cell)} (n={n})")
             ax.fill_between(epochs, [m - s for m, s in zip(mean, std)],
                             [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)  # fmt: skip
         ax.set_title(title)
