@@ -15,6 +15,7 @@ A row's difference from row (c) of the same table is *marked* when it exceeds th
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import re
@@ -187,8 +188,15 @@ def history(job: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
     path = Path(job["dir"]) / "csv" / "metrics.csv"
     if not path.is_file():
         return {}
+    return _read_history(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_history(path: str, mtime_ns: int) -> dict[str, list[tuple[int, float]]]:
+    """history() of one metrics.csv, read once per version of the file: a figure asks for
+    every column of every job, and the report draws several figures."""
     sums: dict[str, dict[int, list[float]]] = {}
-    with path.open(newline="") as f:
+    with open(path, newline="") as f:
         for row in csv.DictReader(f):
             if not row.get("epoch"):
                 continue
@@ -244,6 +252,7 @@ def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
     # where rows come from several groups (e.g. data=shapes and data=glyphs), the legend names
     # each curve's group by the overrides that are not common to all of them
     common = set.intersection(*(set(c.label.split()) for c in mine))
+
     def legend(cell: Cell) -> str:
         own = " ".join(t for t in cell.label.split() if t not in common)
         return f"{cell.name} {own}".strip()
