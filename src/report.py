@@ -4,8 +4,9 @@ Reads every job's results.json (written by src.train: task, variant, seed, metri
 per-epoch metrics.csv, pools the seeds of each row (``src.analysis.ablation``) and writes
 report.md (one table per protocol: Table 1 for ``model.task=rpn``, Table 2 for ``fast_rcnn``,
 Table 3 for ``faster_rcnn``, each cell mean ± std over seeds, the paper's number beside),
-report.csv (one line per job), cells.csv (one line per row: mean, std, n per metric) and
-curves_<task>.png (per-epoch AP / AR / loss per row, the seed spread shaded).
+report.csv (one line per job), cells.csv (one line per row: mean, std, n per metric),
+curves_<task>.png (per-epoch AP / AR / loss per row, the seed spread shaded) and
+curves_<task>.csv (the figure's numbers: mean, std, n per row, curve and epoch).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from src.analysis.ablation import (
     TABLES,
     Cell,
+    curve_table,
     fmt_stats,
     group,
     job_values,
@@ -91,8 +93,8 @@ def _job_line(cell: Cell, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write report.md, report.csv, cells.csv and one curves PNG per task; returns the paths
-    (``png`` is the first table's curves)."""
+    """Write report.md, report.csv, cells.csv and one curves PNG + CSV per task; returns the
+    paths (``png`` is the first table's curves)."""
     cells = group(load_jobs(sweep_dir))
     out = Path(out_dir or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +106,13 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
             figures[task] = figure
             paths.setdefault("png", figure)
             paths[f"curves_{task}"] = figure
+            table = curve_table(cells, task)
+            if table:
+                paths[f"curves_{task}_csv"] = figure.with_suffix(".csv")
+                with paths[f"curves_{task}_csv"].open("w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=list(table[0]))
+                    writer.writeheader()
+                    writer.writerows(table)
     paths["md"].write_text(markdown(cells, str(sweep_dir), figures))
     lines = [_job_line(c, j) for c in cells for j in c.jobs]
     with paths["csv"].open("w", newline="") as f:

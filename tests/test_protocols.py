@@ -3,6 +3,7 @@ Faster R-CNN (Table 3); proposal files; one sweep command per table; the report 
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -367,6 +368,18 @@ def test_report_of_a_real_sweep_pools_its_seeds_and_draws_curves(seeded_sweep, t
     assert paths["curves_rpn"].stat().st_size > 5000
     lines = paths["cells"].read_text().splitlines()
     assert len(lines) == 3 and lines[1].startswith("rpn,")
+    # the figure's numbers: (c)'s AR@100 per epoch is the mean of its two seeds' metrics.csv
+    with paths["curves_rpn_csv"].open() as f:
+        points = [r for r in csv.DictReader(f) if r["row"] == "c" and r["column"] == "val/ar_100"]
+    logged = []
+    for job in sorted(j for j in seeded_sweep.iterdir() if (j / "results.json").is_file()):
+        if results(job)["row"] == "c":
+            with (job / "csv" / "metrics.csv").open() as f:
+                logged.append(
+                    [float(r["val/ar_100"]) for r in csv.DictReader(f) if r["val/ar_100"]]
+                )
+    assert len(logged) == 2 and points and all(p["n"] == "2" for p in points)
+    assert float(points[-1]["mean"]) == pytest.approx((logged[0][-1] + logged[1][-1]) / 2)
 
 
 def test_ablation_notebook_runs_on_a_sweep(seeded_sweep, monkeypatch) -> None:

@@ -238,6 +238,22 @@ def curve_panels(cells: list[Cell], task: str) -> list[tuple[str, str]]:
     return panels
 
 
+def curve_table(cells: list[Cell], task: str) -> list[dict[str, Any]]:
+    """The numbers behind the task's figure, one dict per (row, curve, epoch): keys ``row``,
+    ``variant``, ``group``, ``column``, ``epoch``, ``mean``, ``std``, ``n`` (the column's own
+    unit: fractions for AP/AR, loss values for ``train/*``)."""
+    mine = [c for c in cells if c.task == task and c.ok]
+    if not mine:
+        return []
+    return [
+        {"row": cell.row, "variant": cell.variant, "group": cell.label, "column": column,
+         "epoch": epoch, "mean": mean, "std": std, "n": n}
+        for column, _ in curve_panels(mine, task)
+        for cell in mine
+        for epoch, mean, std, n in curves(cell, column)
+    ]  # fmt: skip
+
+
 def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
     """One figure per table: each curve of CURVES[task], a line per row, ±std shaded."""
     import matplotlib
