@@ -1,7 +1,8 @@
-"""python -m src.report SWEEP_DIR [--out DIR]: a sweep's tables beside the paper's.
+"""python -m src.report SWEEP_DIR [SWEEP_DIR ...] [--out DIR]: a sweep's tables beside the paper's.
 
-Reads every job's results.json (written by src.train: task, variant, seed, metrics) and
-per-epoch metrics.csv, pools the seeds of each row (``src.analysis.ablation``) and writes
+Reads every job's results.json (of one sweep, or of several: seeds of one row run in different
+sweeps or sessions pool when their composed configs agree) (written by src.train: task, variant, seed, metrics),
+.hydra/config.yaml and per-epoch metrics.csv, pools the seeds of each row (``src.analysis.ablation``) and writes
 report.md (one table per protocol: Table 1 for ``model.task=rpn``, Table 2 for ``fast_rcnn``,
 Table 3 for ``faster_rcnn``, each cell mean ± std over seeds, the paper's number beside),
 report.csv (one line per job), cells.csv (one line per row: mean, std, n per metric),
@@ -24,6 +25,7 @@ from src.analysis.ablation import (
     group,
     job_values,
     load_jobs,
+    load_sweeps,
     plot_curves,
     table_markdown,
 )
@@ -33,7 +35,7 @@ from src.analysis.paper import TABLE1
 PROPOSALS = paper_columns("Table 1")  # AR100, AR1k, AR1k_s, AR1k_m, AR1k_l
 DETECTION = paper_columns("Table 3")  # AP@0.5, AP, AP_s, AP_m, AP_l
 
-__all__ = ["load_jobs", "main", "markdown", "write_report"]
+__all__ = ["load_jobs", "load_sweeps", "main", "markdown", "write_report"]
 
 
 def _proposals_of_joint_runs(cells: list[Cell]) -> str:
@@ -92,11 +94,17 @@ def _job_line(cell: Cell, job: dict[str, Any]) -> dict[str, Any]:
     return line | {m.key: values.get(m.key) for m in (*DETECTION, *PROPOSALS)}
 
 
-def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+def write_report(
+    sweep_dir: str | Path | list[str | Path], out_dir: str | Path | None = None
+) -> dict[str, Path]:
     """Write report.md, report.csv, cells.csv and one curves PNG + CSV per task; returns the
-    paths (``png`` is the first table's curves)."""
-    cells = group(load_jobs(sweep_dir))
-    out = Path(out_dir or sweep_dir)
+    paths (``png`` is the first table's curves). Several sweep folders need ``out_dir``."""
+    sweeps = [sweep_dir] if isinstance(sweep_dir, (str, Path)) else list(sweep_dir)
+    if len(sweeps) > 1 and out_dir is None:
+        raise ValueError(f"{len(sweeps)} sweep folders: name where the report goes (--out DIR)")
+    cells = group(load_sweeps(sweeps))
+    title = " ".join(map(str, sweeps))
+    out = Path(out_dir or sweeps[0])
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "csv": out / "report.csv", "cells": out / "cells.csv"}
     figures = {}
@@ -113,7 +121,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
                     writer = csv.DictWriter(f, fieldnames=list(table[0]))
                     writer.writeheader()
                     writer.writerows(table)
-    paths["md"].write_text(markdown(cells, str(sweep_dir), figures))
+    paths["md"].write_text(markdown(cells, title, figures))
     lines = [_job_line(c, j) for c in cells for j in c.jobs]
     with paths["csv"].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(lines[0]))
@@ -133,10 +141,15 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", help="a multirun folder: outputs/train/multiruns/DATE")
-    parser.add_argument("--out", default=None, help="where to write (default: the sweep folder)")
+    parser.add_argument("sweep_dir", nargs="+",
+                        help="multirun folders (outputs/train/multiruns/DATE) or job folders")  # fmt: skip
+    parser.add_argument("--out", default=None,
+                        help="where to write (default: the sweep folder; required for several)")  # fmt: skip
     args = parser.parse_args(argv)
-    paths = write_report(args.sweep_dir, args.out)
+    try:
+        paths = write_report(args.sweep_dir, args.out)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     print(paths["md"].read_text())
     print("written:", ", ".join(dict.fromkeys(str(p) for p in paths.values())))
 

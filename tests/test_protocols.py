@@ -326,6 +326,58 @@ def test_report_pools_seeds_and_marks_differences_beyond_the_spread(tmp_path: Pa
     assert "52.3 ± 3.1 |" in md  # (d) is not marked
 
 
+def _configured_job(folder: Path, overrides: list[str], seed: int, ap: float) -> None:
+    """A finished Faster R-CNN job with the composed config that ``overrides`` give."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_train([*overrides, f"seed={seed}"], folder, folder / "data")
+    variant = str(cfg.model.variant)
+    _fake_job(folder, "faster_rcnn", variant, {"c5": "b", "fpn": "c"}[variant], seed, map=ap)
+    record = json.loads((folder / "results.json").read_text())
+    record["overrides"] = [*overrides, f"seed={seed}"]
+    (folder / "results.json").write_text(json.dumps(record))
+    (folder / ".hydra").mkdir()
+    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+
+
+def test_report_pools_seeds_by_composed_config_across_folders(tmp_path: Path) -> None:
+    """Seeds of one row run in two sessions with different, equivalent overrides (the default
+    made explicit; experiment=table3/c_fpn adds only tags) form one cell; another data set, or a
+    setting that changes training, is another cell; row (c) of the same data is the reference."""
+    from src.analysis.ablation import load_sweeps
+
+    first, second = tmp_path / "session1", tmp_path / "session2"
+    _configured_job(first / "c_s0", ["experiment=c_fpn", "trainer.precision=32-true"], 0, 0.24)
+    _configured_job(first / "c_s1", ["experiment=c_fpn", "trainer.precision=32-true"], 1, 0.24)
+    _configured_job(second / "c_s2", ["experiment=table3/c_fpn", "data=synthetic"], 2, 0.23)
+    for seed, ap in enumerate((0.12, 0.13, 0.12)):
+        _configured_job(second / f"b_s{seed}", ["experiment=b_c5", "data=synthetic"], seed, ap)
+    _configured_job(second / "c_glyphs", ["experiment=c_fpn", "data=glyphs"], 0, 0.31)
+    _configured_job(second / "c_lr", ["experiment=c_fpn", "optim.lr=0.01"], 0, 0.05)
+    cells = group(load_sweeps([first, second]))
+    fpn = [c for c in cells if c.row == "c"]
+    assert sorted(len(c.jobs) for c in fpn) == [1, 1, 3]
+    pooled = next(c for c in fpn if len(c.jobs) == 3)
+    assert pooled.seeds == [0, 1, 2]
+    assert {j["job"] for j in pooled.jobs} == {"session1/c_s0", "session1/c_s1", "session2/c_s2"}
+    # labels name only what tells the cells apart
+    labels = {c.label for c in fpn}
+    assert any("data.synthetic.kind=glyphs" in label for label in labels)
+    assert any("optim.lr=0.01" in label for label in labels)
+    assert "tags" not in " ".join(labels) and "precision" not in " ".join(labels)
+    c5 = next(c for c in cells if c.row == "b")
+    assert beats_spread(c5, pooled, "map") is True  # reference found: same settings, n = 3
+    md = write_report([first, second], tmp_path / "out")["md"].read_text()
+    assert "| (c) fpn" in md and "23.7 ± 0.6" in md
+    assert "12.3 ± 0.6 *" in md
+    with pytest.raises(ValueError, match="--out"):
+        write_report([first, second])
+    with pytest.raises(ValueError, match="twice"):
+        load_sweeps([first, first])
+    proc = run_module("src.report", [str(first), str(second)])
+    assert proc.returncode != 0 and "--out" in proc.stderr
+
+
 def test_curves_show_ar100_where_no_run_logged_ar1000(tmp_path: Path) -> None:
     """A Faster R-CNN kept < 1000 test proposals logs no AR@1000: its figure draws AR@100."""
     from src.analysis.ablation import curve_panels, load_jobs

@@ -1,8 +1,11 @@
 """A sweep's jobs grouped into the paper's tables: seeds pooled, mean ± std, the paper beside.
 
-Each job folder holds ``results.json`` (``src.train``: task, variant, seed, metrics) and
-``csv/metrics.csv`` (per-epoch history). Jobs that differ only in ``seed`` form one *cell
-group*; the job's ``task`` picks the paper's table it belongs to:
+Each job folder holds ``results.json`` (``src.train``: task, variant, seed, metrics),
+``csv/metrics.csv`` (per-epoch history) and ``.hydra/config.yaml`` (the composed config). Jobs
+whose composed configs differ only in ``seed`` and bookkeeping (``_BOOKKEEPING``: tags, paths,
+loggers, progress bar...) form one *cell*, whatever overrides composed them, so seeds run in
+different sweeps or sessions pool; a job folder without ``config.yaml`` (older records) is
+grouped by its overrides instead. The job's ``task`` picks the paper's table it belongs to:
 
 - ``rpn`` -> Table 1 (class-agnostic AR of the proposals),
 - ``fast_rcnn`` -> Table 2 (AP of Fast R-CNN on fixed proposals),
@@ -55,6 +58,16 @@ _NOT_GROUPING = re.compile(
     r"^(seed|experiment|\+sweep|hydra\.[\w.]+|model\.variant|model\.task|fpn\.lateral"
     r"|fpn\.top_down|fpn\.levels)="
 )
+# keys of the composed config that choose the row (the cell's task and variant name it)
+_ROW_KEYS = re.compile(r"^(model\.variant|model\.task|fpn\.lateral|fpn\.top_down|fpn\.levels)$")
+# keys of the composed config that do not change what is trained or measured: names, where
+# files go, what is logged and shown
+_BOOKKEEPING = re.compile(
+    r"^(seed|tags|run_name|task_name|paths|logger|hydra|callbacks\.(progress_bar|prediction_panel"
+    r"|timer|lr_monitor|rng_state)|trainer\.(default_root_dir|enable_progress_bar))(\.|$)"
+)
+# at most this many settings name a cell in tables and legends (the rest: "+N")
+_LABEL_KEYS = 6
 
 
 def load_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -82,6 +95,21 @@ def load_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return jobs
 
 
+def load_sweeps(sweep_dirs: list[str | Path]) -> list[dict[str, Any]]:
+    """``load_jobs`` of each folder in turn; with several, each ``job`` is prefixed by its
+    folder's name (``demo8/shapes_c_fpn_s2``). A folder named twice is refused."""
+    folders = [Path(d) for d in sweep_dirs]
+    if len({f.resolve() for f in folders}) < len(folders):
+        raise ValueError(f"a sweep folder is named twice in {[str(f) for f in folders]}")
+    jobs = []
+    for folder in folders:
+        for job in load_jobs(folder):
+            if len(folders) > 1 and job["job"] != folder.name:
+                job["job"] = f"{folder.name}/{job['job']}"
+            jobs.append(job)
+    return jobs
+
+
 def _job_key(folder: Path, sweep: Path) -> tuple:
     parts = folder.relative_to(sweep).parts if folder != sweep else ()
     return tuple((int(p), p) if p.isdigit() else (1 << 30, p) for p in parts)
@@ -101,10 +129,42 @@ def job_values(job: dict[str, Any]) -> tuple[str, dict[str, float]]:
 
 
 def group_label(job: dict[str, Any]) -> str:
-    """The overrides that make a cell group: all but the seed, hydra.* and those that choose the
-    row (experiment, model.variant, model.task, fpn switches)."""
+    """The job's overrides but the seed, hydra.* and those that choose the row (experiment,
+    model.variant, model.task, fpn switches)."""
     kept = [o for o in job.get("overrides", []) if not _NOT_GROUPING.match(o)]
     return " ".join(kept)
+
+
+def job_settings(job: dict[str, Any]) -> dict[str, str]:
+    """What puts a job in its cell besides (task, variant): ``{dotted key: value}`` of its
+    composed config (``.hydra/config.yaml``, interpolations unresolved) less the seed,
+    bookkeeping and the row's keys; ``ckpt_path`` only when it is the model evaluated
+    (``train=false``), not a run resumed. Without ``config.yaml``: the overrides that
+    ``group_label`` keeps, ``{key: value}``."""
+    path = Path(job.get("dir", "")) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        pairs = (o.partition("=") for o in group_label(job).split())
+        return {key: value for key, _, value in pairs}
+    from omegaconf import OmegaConf
+
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as error:  # a broken file is named, not skipped: it would split a cell
+        raise ValueError(f"{path} is not a readable Hydra config: {error}") from None
+    flat = _flatten(config)
+    if flat.get("train") == "true":  # a checkpoint resumed from, not the model measured
+        flat.pop("ckpt_path", None)
+    return {k: v for k, v in flat.items() if not _BOOKKEEPING.match(k) and not _ROW_KEYS.match(k)}
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """Nested dicts to ``{"a.b": json value}``; lists stay one value."""
+    if isinstance(node, dict):
+        out: dict[str, str] = {}
+        for key, value in node.items():
+            out |= _flatten(value, f"{prefix}{key}.")
+        return out
+    return {prefix[:-1]: json.dumps(node, sort_keys=True)}
 
 
 @dataclass
@@ -116,6 +176,8 @@ class Cell:
     row: str | None
     label: str
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    # job_settings() of its jobs (all equal): what the reference row (c) must share
+    settings: tuple = ()
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -145,17 +207,56 @@ class Cell:
 
 
 def group(jobs: list[dict[str, Any]]) -> list[Cell]:
-    """Cells in first-seen order; a job without a task (older results) counts as faster_rcnn."""
+    """Cells of equal (task, variant, ``job_settings``), ordered by table, row and label; a job
+    without a task (older results) counts as faster_rcnn. A cell's ``label`` names the settings
+    in which it differs from other cells of its table (``key=value``; ``key=-``: not set)."""
     cells: dict[tuple, Cell] = {}
     for job in jobs:
         task = job.get("task") or "faster_rcnn"
         variant = job.get("variant") or "?"
-        key = (task, variant, group_label(job))
+        settings = tuple(sorted(job_settings(job).items()))
+        key = (task, variant, settings)
         if key not in cells:
-            cells[key] = Cell(task, variant, job.get("row"), key[2])
+            cells[key] = Cell(task, variant, job.get("row"), "", settings=settings)
         cells[key].jobs.append(job)
+    for task in TABLES:
+        _name_settings([c for c in cells.values() if c.task == task])
     order = {t: i for i, t in enumerate(TABLES)}
     return sorted(cells.values(), key=lambda c: (order.get(c.task, 9), c.row or "z", c.label))
+
+
+def _name_settings(cells: list[Cell]) -> None:
+    """Each cell's label: its values of the settings that are not the same in all ``cells``."""
+    if not cells:
+        return
+    as_dicts = [dict(c.settings) for c in cells]
+    keys = list(dict.fromkeys(k for d in as_dicts for k in d))
+    differing = [k for k in keys if len({d.get(k) for d in as_dicts}) > 1]
+    # a path written as an interpolation (``${paths.data_dir}/glyphs``) follows a plain
+    # setting that differs too (``data.synthetic.kind``): name the plain one alone
+    plain = [k for k in differing if not any("${" in str(d.get(k)) for d in as_dicts)]
+    differing = plain or differing
+    for cell, settings in zip(cells, as_dicts):
+        parts = [_setting(k, settings.get(k)) for k in differing[:_LABEL_KEYS]]
+        if len(differing) > _LABEL_KEYS:
+            parts.append(f"+{len(differing) - _LABEL_KEYS}")
+        cell.label = " ".join(parts)
+
+
+def _setting(key: str, value: str | None) -> str:
+    if value is None:
+        return f"{key}=-"
+    if value == "":  # an override without a value (``~callbacks.x``)
+        return key
+    return f"{key}={value.strip(chr(34))}"
+
+
+def common_overrides(cells: list[Cell]) -> str:
+    """The overrides (less seed and row choice) that every job of ``cells`` was run with."""
+    per_job = [group_label(j).split() for c in cells for j in c.jobs]
+    if not per_job:
+        return ""
+    return " ".join(o for o in per_job[0] if all(o in others for others in per_job[1:]))
 
 
 def beats_spread(cell: Cell, reference: Cell, key: str) -> bool | None:
@@ -170,7 +271,7 @@ def beats_spread(cell: Cell, reference: Cell, key: str) -> bool | None:
 def reference_cell(cells: list[Cell], cell: Cell) -> Cell | None:
     """Row (c) FPN of the same table and the same other overrides."""
     for c in cells:
-        if c.task == cell.task and c.row == "c" and c.label == cell.label:
+        if c.task == cell.task and c.row == "c" and c.settings == cell.settings:
             return c
     return None
 
@@ -265,13 +366,9 @@ def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
     if not mine:
         return None
     panels = curve_panels(mine, task)
-    # where rows come from several groups (e.g. data=shapes and data=glyphs), the legend names
-    # each curve's group by the overrides that are not common to all of them
-    common = set.intersection(*(set(c.label.split()) for c in mine))
 
-    def legend(cell: Cell) -> str:
-        own = " ".join(t for t in cell.label.split() if t not in common)
-        return f"{cell.name} {own}".strip()
+    def legend(cell: Cell) -> str:  # the label: where rows come from several settings
+        return f"{cell.name} {cell.label}".strip()
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (column, title) in zip(axes, panels):
@@ -308,6 +405,7 @@ def table_markdown(cells: list[Cell], task: str) -> str:
         return ""
     head = " | ".join(f"{m.paper} | paper" for m in columns)
     labels = list(dict.fromkeys(c.label for c in mine))
+    common = common_overrides(mine)
     lines = [
         f"## {table}: {PROTOCOLS[task]}",
         "",
@@ -315,7 +413,7 @@ def table_markdown(cells: list[Cell], task: str) -> str:
         "difference from row (c) exceeds the seed spread (|Δ| > std + std_c, n ≥ 2 both).",
         f"Paper: ResNet-50 on COCO minival (Lin et al. 2017), {table}.",
         "",
-        *([f"Overrides of every row: `{labels[0]}`", ""] if len(labels) == 1 and labels[0] else []),
+        *([f"Overrides of every job: `{common}`", ""] if common else []),
         f"| row | seeds | {head} |",
         "|---|---|" + "---:|---:|" * len(columns),
     ]
