@@ -1,8 +1,9 @@
 """python -m src.report SWEEP_DIR [SWEEP_DIR ...] [--out DIR]: a sweep's tables beside the paper's.
 
-Reads every job's results.json (of one sweep, or of several: seeds of one row run in different
-sweeps or sessions pool when their composed configs agree) (written by src.train: task, variant, seed, metrics),
-.hydra/config.yaml and per-epoch metrics.csv, pools the seeds of each row (``src.analysis.ablation``) and writes
+Reads every job's results.json (written by src.train: task, variant, seed, metrics),
+.hydra/config.yaml and per-epoch metrics.csv under one or several folders, pools the seeds of
+each row (jobs of equal composed config, whichever sweep or session ran them;
+``src.analysis.ablation``) and writes
 report.md (one table per protocol: Table 1 for ``model.task=rpn``, Table 2 for ``fast_rcnn``,
 Table 3 for ``faster_rcnn``, each cell mean ± std over seeds, the paper's number beside),
 report.csv (one line per job), cells.csv (one line per row: mean, std, n per metric),
