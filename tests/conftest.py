@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,29 @@ def _index_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("FPN_CACHE_DIR", None)
     else:
         os.environ["FPN_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def module_tmp(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], Path]]:
+    """``module_tmp(name)``: a fresh folder for a module's shared fixtures, removed when the
+    module is done unless one of its tests failed (then kept, like a failed test's tmp_path).
+
+    Why: pytest keeps every ``tmp_path_factory`` folder until the session ends; our module
+    fixtures hold runs with 100-MB checkpoints, and together they filled a CI disk.
+    """
+    made: list[Path] = []
+    failed_before = request.session.testsfailed
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    if request.session.testsfailed == failed_before:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ KNOBS = dict(min_size=256, max_size=256, anchor_scale=0.5)
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("anchors") / "synthetic"
+def root(module_tmp) -> Path:
+    out = module_tmp("anchors") / "synthetic"
     return ensure_synthetic(out, num_train=12, num_val=2, image_size=256)
 
 

@@ -104,10 +104,10 @@ def test_trainable_layers_default_depends_on_pretrained(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def resnet18_file(tmp_path_factory):
+def resnet18_file(module_tmp):
     torch.manual_seed(0)
     net = torchvision.models.resnet18()
-    path = tmp_path_factory.mktemp("weights") / "resnet18-test.pth"
+    path = module_tmp("weights") / "resnet18-test.pth"
     torch.save(net.state_dict(), path)
     return net, path
 

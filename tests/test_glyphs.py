@@ -41,9 +41,9 @@ def _load(root: Path, split: str) -> COCO:
 
 
 @pytest.fixture(scope="module")
-def glyphs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def glyphs(module_tmp) -> Path:
     """100 + 10 images at the default image size: ~400 objects, 39 to 62 per letter."""
-    out = tmp_path_factory.mktemp("glyphs")
+    out = module_tmp("glyphs")
     return make_synthetic_coco(out, num_train=100, num_val=10, kind="glyphs")
 
 

@@ -26,10 +26,10 @@ FAST = [*TINY, "trainer.max_epochs=1", "test=false"]  # one epoch: loggers are o
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
+def data_dir(module_tmp) -> Path:
     from src.data.synthetic import ensure_synthetic
 
-    root = tmp_path_factory.mktemp("data")
+    root = module_tmp("data")
     ensure_synthetic(root / "synthetic", num_train=16, num_val=8, image_size=128, seed=0)
     return root
 

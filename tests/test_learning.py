@@ -40,8 +40,8 @@ SET = 4  # the default tier's set: training images 4-7 by id
 
 
 @pytest.fixture(scope="module")
-def overfit_run(coco_tiny, tmp_path_factory) -> Path:
-    return _overfit(tmp_path_factory.mktemp("overfit"), skip_images=SET)
+def overfit_run(coco_tiny, module_tmp) -> Path:
+    return _overfit(module_tmp("overfit"), skip_images=SET)
 
 
 def _assert_learned_by_heart(run: Path) -> None:

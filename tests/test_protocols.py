@@ -26,10 +26,10 @@ SMALL = dict(min_size=128, max_size=128, anchor_scale=0.25, out_channels=16,
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
+def data_dir(module_tmp) -> Path:
     from src.data.synthetic import ensure_synthetic
 
-    root = tmp_path_factory.mktemp("data")
+    root = module_tmp("data")
     ensure_synthetic(root / "synthetic", num_train=16, num_val=8, image_size=128, seed=0)
     return root
 
@@ -161,9 +161,9 @@ FAST = [*TINY, "trainer.max_epochs=1"]
 
 
 @pytest.fixture(scope="module")
-def rpn_and_proposals(tmp_path_factory, data_dir) -> dict[str, Path]:
+def rpn_and_proposals(module_tmp, data_dir) -> dict[str, Path]:
     """A few steps of Table 1's FPN RPN, then its proposals for both splits via src.proposals."""
-    out = tmp_path_factory.mktemp("protocols")
+    out = module_tmp("protocols")
     proc = run_module(
         "src.train",
         [*FAST, "experiment=table1/c_fpn", f"paths.data_dir={data_dir}",
@@ -401,9 +401,9 @@ def test_curves_show_ar100_where_no_run_logged_ar1000(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def seeded_sweep(data_dir, tmp_path_factory) -> Path:
+def seeded_sweep(data_dir, module_tmp) -> Path:
     """A real Table 1 sweep: rows (b) and (c), seeds 0 and 1, one epoch each."""
-    sweep = tmp_path_factory.mktemp("seeded") / "sweep"
+    sweep = module_tmp("seeded") / "sweep"
     proc = run_module(
         "src.train",
         ["-m", *FAST, "test=false", "experiment=table1/c_fpn,table1/b_c5", "seed=0,1",

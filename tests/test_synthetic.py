@@ -38,9 +38,9 @@ def _load(root: Path, split: str) -> COCO:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dataset(module_tmp) -> Path:
     """40 + 10 images at the default image size."""
-    return make_synthetic_coco(tmp_path_factory.mktemp("synthetic"), num_train=40, num_val=10)
+    return make_synthetic_coco(module_tmp("synthetic"), num_train=40, num_val=10)
 
 
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path: Path) -> None:

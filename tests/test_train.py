@@ -22,18 +22,18 @@ BACKBONES = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/backbone")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
+def data_dir(module_tmp) -> Path:
     from src.data.synthetic import ensure_synthetic
 
-    root = tmp_path_factory.mktemp("data")
+    root = module_tmp("data")
     ensure_synthetic(root / "synthetic", num_train=16, num_val=8, image_size=128, seed=0)
     return root
 
 
 @pytest.fixture(scope="module")
-def resnet50_file(tmp_path_factory) -> Path:
+def resnet50_file(module_tmp) -> Path:
     """A torchvision-format ResNet-50 state dict on local disk (random weights: nothing downloads)."""
-    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
+    path = module_tmp("weights") / "resnet50.pth"
     torch.save(resnet50(weights=None).state_dict(), path)
     return path
 
