@@ -63,6 +63,41 @@ def test_failed_save_keeps_the_previous_file_and_removes_its_temp_file(tmp_path)
     assert os.listdir(tmp_path) == ["last.ckpt"]
 
 
+# A save that the file system refuses midway (disk full, in CI) raised torch's bare
+# "unexpected pos N vs M"; RLIMIT_FSIZE makes the kernel refuse writes past 1 MB, for real.
+_WRITE_PAST_LIMIT = """
+import resource, signal, sys, torch
+from src.training.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+path = sys.argv[1]
+io = AtomicCheckpointIO()
+io.save_checkpoint({"counter": torch.tensor(1)}, path)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+try:
+    io.save_checkpoint({"counter": torch.tensor(2), "w": torch.zeros(2**20)}, path)  # 4 MB
+except CheckpointWriteError as error:
+    print(type(error).__name__, error.errno, error)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_write_the_file_system_refuses_is_named_and_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "last.ckpt"
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRITE_PAST_LIMIT, str(path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout.strip()
+    assert out.startswith("CheckpointWriteError 27 "), out  # errno EFBIG, kept
+    assert f"could not write the checkpoint {str(path)!r}: File too large" in out
+    assert "the write stopped after 1.0 MB" in out and "MB free on that filesystem" in out
+    assert "the previous 'last.ckpt' is untouched and the partial file was removed" in out
+    assert "unexpected pos" not in out
+    assert os.listdir(tmp_path) == ["last.ckpt"]
+    assert torch.load(path, weights_only=True)["counter"] == 1
+
+
 def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
     dead = temp_path_for(tmp_path / "last.ckpt", pid=dead_pid())
     live = temp_path_for(tmp_path / "best.ckpt", pid=os.getpid())

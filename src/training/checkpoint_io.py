@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,47 @@ def _fsync_directory(directory: str | Path) -> None:
         os.close(fd)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (disk full, quota, file size limit, I/O error).
+
+    torch reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc]
+    unexpected pos N vs M``, which names neither the file nor the cause; this names both, the
+    free space left, and what became of the previous checkpoint at that path.
+    """
+
+    def __init__(self, path: Path, cause: OSError, written: int) -> None:
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MB free"
+        except OSError:
+            free = "free space unknown"
+        previous = (
+            f"the previous {path.name!r} is untouched"
+            if path.is_file()
+            else f"no earlier {path.name!r} existed"
+        )
+        super().__init__(
+            cause.errno,
+            f"could not write the checkpoint {str(path)!r}: {cause.strerror or cause} (the write "
+            f"stopped after {written / 2**20:.1f} MB; {free} on that filesystem); {previous} and "
+            "the partial file was removed",
+        )
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind ``error``: itself, or the one torch's writer was handling when it
+    raised its own RuntimeError (``__context__``)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` for local paths whose saves are all-or-nothing.
 
@@ -96,6 +138,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
         Raises:
             TypeError: ``storage_options`` was given.
+            CheckpointWriteError: the file system refused the write (disk full, quota, size
+                limit); the previous file at ``path`` is left as it was.
         """
         if storage_options is not None:
             raise TypeError(
@@ -115,11 +159,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 # new name pointing at an empty file
                 os.fsync(f.fileno())
             os.replace(temp, path)
-        except BaseException:
+        except BaseException as error:
+            written = temp.stat().st_size if temp.is_file() else 0
             # KeyboardInterrupt too: a stale file of a live pid would stay until we exit
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
-            raise
+            cause = _os_error_in(error)
+            if cause is None:
+                raise
+            raise CheckpointWriteError(path, cause, written) from error
         _fsync_directory(path.parent)
 
     def load_checkpoint(
