@@ -378,6 +378,36 @@ def test_report_pools_seeds_by_composed_config_across_folders(tmp_path: Path) ->
     assert proc.returncode != 0 and "--out" in proc.stderr
 
 
+def test_settings_that_split_cells_alike_label_them_once(tmp_path: Path) -> None:
+    """Table 2 on two data sets: each set has its own proposal files, so the data set and the
+    files tell the same cells apart and one of them (the shortest) names them; a setting that
+    splits them otherwise is named too. The figure still draws every cell."""
+    from src.analysis.ablation import load_jobs, plot_curves
+
+    for name, kind, lr in (
+        ("0", "glyphs", "0.02"),
+        ("1", "shapes", "0.02"),
+        ("2", "shapes", "0.01"),
+    ):
+        _fake_job(tmp_path / name, "fast_rcnn", "fpn", "c", 0, map=0.2)
+        record = json.loads((tmp_path / name / "results.json").read_text())
+        record["overrides"] += [f"data.synthetic.kind={kind}", f"optim.lr={lr}",
+                                f"data.proposals.train=/study/{kind}_det/proposals_train2017.npz"]  # fmt: skip
+        (tmp_path / name / "results.json").write_text(json.dumps(record))
+        (tmp_path / name / "csv").mkdir()
+        (tmp_path / name / "csv" / "metrics.csv").write_text(
+            "epoch,step,val/map\n0,9,0.1\n1,19,0.2\n"
+        )
+    cells = group(load_jobs(tmp_path))
+    assert sorted(c.label for c in cells) == [
+        "data.synthetic.kind=glyphs optim.lr=0.02",
+        "data.synthetic.kind=shapes optim.lr=0.01",
+        "data.synthetic.kind=shapes optim.lr=0.02",
+    ]
+    figure = plot_curves(cells, "fast_rcnn", tmp_path / "curves.png")
+    assert figure is not None and figure.stat().st_size > 5000
+
+
 def test_curves_show_ar100_where_no_run_logged_ar1000(tmp_path: Path) -> None:
     """A Faster R-CNN kept < 1000 test proposals logs no AR@1000: its figure draws AR@100."""
     from src.analysis.ablation import curve_panels, load_jobs

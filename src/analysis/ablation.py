@@ -236,6 +236,14 @@ def _name_settings(cells: list[Cell]) -> None:
     # setting that differs too (``data.synthetic.kind``): name the plain one alone
     plain = [k for k in differing if not any("${" in str(d.get(k)) for d in as_dicts)]
     differing = plain or differing
+    # settings that split the cells alike (the data set and the proposal files made for it)
+    # name them once, by the one with the shortest values
+    by_length = sorted(differing, key=lambda k: max(len(str(d.get(k))) for d in as_dicts))
+    kept: dict[tuple[int, ...], str] = {}
+    for key in by_length:
+        values = [d.get(key) for d in as_dicts]
+        kept.setdefault(tuple(values.index(v) for v in values), key)
+    differing = [k for k in differing if k in kept.values()]
     for cell, settings in zip(cells, as_dicts):
         parts = [_setting(k, settings.get(k)) for k in differing[:_LABEL_KEYS]]
         if len(differing) > _LABEL_KEYS:
@@ -387,10 +395,17 @@ def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
     fig.suptitle(f"{TABLES[task][0]} protocol: {PROTOCOLS[task]} (mean ± std over seeds)")
-    fig.tight_layout()
+    # below the panels, not over the first one: labels that name settings are long
+    longest = max(map(len, labels), default=0)
+    columns = max(1, min(4, len(labels), int(fig.get_figwidth() / (0.06 * (longest + 8)))))
+    legend_rows = -(-len(labels) // columns)
+    bottom = min(0.5, 0.02 + 0.045 * legend_rows)
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=7, frameon=False)
+    fig.set_figheight(3.6 / (1 - bottom))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
