@@ -408,6 +408,28 @@ def test_settings_that_split_cells_alike_label_them_once(tmp_path: Path) -> None
     assert figure is not None and figure.stat().st_size > 5000
 
 
+def test_proposal_files_that_tell_cells_apart_are_named_by_their_folder(tmp_path: Path) -> None:
+    """Two proposal files for one data set (an RPN rerun) split its cells: the label names the
+    folder that differs, not the whole path, and keeps the data set."""
+    from src.analysis.ablation import load_jobs
+
+    for name, kind, folder in (
+        ("0", "glyphs", "glyphs_det"),
+        ("1", "shapes", "shapes_det"),
+        ("2", "shapes", "shapes_det_b"),
+    ):
+        _fake_job(tmp_path / name, "fast_rcnn", "fpn", "c", 0, map=0.2)
+        record = json.loads((tmp_path / name / "results.json").read_text())
+        record["overrides"] += [f"data.synthetic.kind={kind}",
+                                f"data.proposals.train=/study/{folder}/proposals_train2017.npz"]  # fmt: skip
+        (tmp_path / name / "results.json").write_text(json.dumps(record))
+    assert sorted(c.label for c in group(load_jobs(tmp_path))) == [
+        "data.proposals.train=…/glyphs_det/… data.synthetic.kind=glyphs",
+        "data.proposals.train=…/shapes_det/… data.synthetic.kind=shapes",
+        "data.proposals.train=…/shapes_det_b/… data.synthetic.kind=shapes",
+    ]
+
+
 def test_curves_show_ar100_where_no_run_logged_ar1000(tmp_path: Path) -> None:
     """A Faster R-CNN kept < 1000 test proposals logs no AR@1000: its figure draws AR@100."""
     from src.analysis.ablation import curve_panels, load_jobs

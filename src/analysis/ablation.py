@@ -244,11 +244,36 @@ def _name_settings(cells: list[Cell]) -> None:
         values = [d.get(key) for d in as_dicts]
         kept.setdefault(tuple(values.index(v) for v in values), key)
     differing = [k for k in differing if k in kept.values()]
-    for cell, settings in zip(cells, as_dicts):
-        parts = [_setting(k, settings.get(k)) for k in differing[:_LABEL_KEYS]]
+    shown = {k: _distinct_parts([d.get(k) for d in as_dicts]) for k in differing}
+    for i, cell in enumerate(cells):
+        parts = [_setting(k, shown[k][i]) for k in differing[:_LABEL_KEYS]]
         if len(differing) > _LABEL_KEYS:
             parts.append(f"+{len(differing) - _LABEL_KEYS}")
         cell.label = " ".join(parts)
+
+
+def _distinct_parts(values: list[str | None]) -> list[str | None]:
+    """Paths shown by the folders that tell them apart: ``/study/shapes_det_b/p.npz`` among
+    ``/study/glyphs_det/p.npz`` is ``…/shapes_det_b/…``; other values unchanged."""
+    paths = [v for v in values if v is not None]
+    if len(set(paths)) < 2 or not all("/" in v for v in paths):
+        return values
+    split = [v.split("/") for v in paths]
+    shortest = min(len(s) for s in split)
+    head = 0
+    while head < shortest - 1 and len({s[head] for s in split}) == 1:
+        head += 1
+    tail = 0
+    while tail < shortest - head - 1 and len({s[-1 - tail] for s in split}) == 1:
+        tail += 1
+
+    def middle(v: str | None) -> str | None:
+        if v is None:
+            return None
+        s = v.split("/")
+        return "/".join(["…"] * (head > 0) + s[head : len(s) - tail] + ["…"] * (tail > 0))
+
+    return [middle(v) for v in values]
 
 
 def _setting(key: str, value: str | None) -> str:
