@@ -378,6 +378,14 @@ def test_report_pools_seeds_by_composed_config_across_folders(tmp_path: Path) ->
     assert proc.returncode != 0 and "--out" in proc.stderr
 
 
+def _fake_fast_rcnn_job(folder: Path, *overrides: str) -> None:
+    """A finished row (c) Fast R-CNN job run with ``overrides`` besides the row's own."""
+    _fake_job(folder, "fast_rcnn", "fpn", "c", 0, map=0.2)
+    record = json.loads((folder / "results.json").read_text())
+    record["overrides"] += list(overrides)
+    (folder / "results.json").write_text(json.dumps(record))
+
+
 def test_settings_that_split_cells_alike_label_them_once(tmp_path: Path) -> None:
     """Table 2 on two data sets: each set has its own proposal files, so the data set and the
     files tell the same cells apart and one of them (the shortest) names them; a setting that
@@ -389,11 +397,8 @@ def test_settings_that_split_cells_alike_label_them_once(tmp_path: Path) -> None
         ("1", "shapes", "0.02"),
         ("2", "shapes", "0.01"),
     ):
-        _fake_job(tmp_path / name, "fast_rcnn", "fpn", "c", 0, map=0.2)
-        record = json.loads((tmp_path / name / "results.json").read_text())
-        record["overrides"] += [f"data.synthetic.kind={kind}", f"optim.lr={lr}",
-                                f"data.proposals.train=/study/{kind}_det/proposals_train2017.npz"]  # fmt: skip
-        (tmp_path / name / "results.json").write_text(json.dumps(record))
+        _fake_fast_rcnn_job(tmp_path / name, f"data.synthetic.kind={kind}", f"optim.lr={lr}",
+                            f"data.proposals.train=/study/{kind}_det/proposals_train2017.npz")  # fmt: skip
         (tmp_path / name / "csv").mkdir()
         (tmp_path / name / "csv" / "metrics.csv").write_text(
             "epoch,step,val/map\n0,9,0.1\n1,19,0.2\n"
@@ -418,11 +423,8 @@ def test_proposal_files_that_tell_cells_apart_are_named_by_their_folder(tmp_path
         ("1", "shapes", "shapes_det"),
         ("2", "shapes", "shapes_det_b"),
     ):
-        _fake_job(tmp_path / name, "fast_rcnn", "fpn", "c", 0, map=0.2)
-        record = json.loads((tmp_path / name / "results.json").read_text())
-        record["overrides"] += [f"data.synthetic.kind={kind}",
-                                f"data.proposals.train=/study/{folder}/proposals_train2017.npz"]  # fmt: skip
-        (tmp_path / name / "results.json").write_text(json.dumps(record))
+        _fake_fast_rcnn_job(tmp_path / name, f"data.synthetic.kind={kind}",
+                            f"data.proposals.train=/study/{folder}/proposals_train2017.npz")  # fmt: skip
     assert sorted(c.label for c in group(load_jobs(tmp_path))) == [
         "data.proposals.train=…/glyphs_det/… data.synthetic.kind=glyphs",
         "data.proposals.train=…/shapes_det/… data.synthetic.kind=shapes",
