@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import json
 import math
 import re
@@ -258,22 +259,21 @@ def _distinct_parts(values: list[str | None]) -> list[str | None]:
     paths = [v for v in values if v is not None]
     if len(set(paths)) < 2 or not all("/" in v for v in paths):
         return values
-    split = [v.split("/") for v in paths]
-    shortest = min(len(s) for s in split)
-    head = 0
-    while head < shortest - 1 and len({s[head] for s in split}) == 1:
-        head += 1
-    tail = 0
-    while tail < shortest - head - 1 and len({s[-1 - tail] for s in split}) == 1:
-        tail += 1
+    parts = [v.split("/") for v in paths]
+    # keep at least one component of the shortest path between what is cut off either side
+    room = min(map(len, parts)) - 1
+    head = min(_shared_lead(parts), room)
+    tail = min(_shared_lead([p[::-1] for p in parts]), room - head)
+    shown = iter(
+        "/".join(["…"] * (head > 0) + p[head : len(p) - tail] + ["…"] * (tail > 0)) for p in parts
+    )
+    return [None if v is None else next(shown) for v in values]
 
-    def middle(v: str | None) -> str | None:
-        if v is None:
-            return None
-        s = v.split("/")
-        return "/".join(["…"] * (head > 0) + s[head : len(s) - tail] + ["…"] * (tail > 0))
 
-    return [middle(v) for v in values]
+def _shared_lead(sequences: list[list[str]]) -> int:
+    """How many leading items all ``sequences`` have in common."""
+    same = itertools.takewhile(lambda items: len(set(items)) == 1, zip(*sequences))
+    return sum(1 for _ in same)
 
 
 def _setting(key: str, value: str | None) -> str:
@@ -429,7 +429,7 @@ def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
     bottom = min(0.5, 0.02 + 0.045 * legend_rows)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=7, frameon=False)
-    fig.set_figheight(3.6 / (1 - bottom))
+    fig.set_figheight(fig.get_figheight() / (1 - bottom))
     fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
