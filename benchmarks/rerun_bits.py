@@ -30,7 +30,7 @@ def logged(run_dir: Path, key: str) -> dict[int, str]:
         rows = list(csv.DictReader(f))
     if rows and key not in rows[0]:
         raise SystemExit(f"{path}: no column {key!r}; it has {sorted(rows[0])}")
-    return {int(r["step"]): r[key] for r in rows if r.get(key)}
+    return {int(float(r["step"])): r[key] for r in rows if r.get(key)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> None:
         if not differ:
             print(f"{run}: bit-identical to {args.runs[0]} at all {len(shared)} steps")
             continue
-        rel = max(abs(float(s[t]) - float(first[t])) / abs(float(first[t])) for t in shared)
+        # relative to the first run's value; an AR of exactly 0 must not divide by zero
+        rel = max(
+            abs(float(s[t]) - float(first[t])) / max(abs(float(first[t])), 1e-12) for t in differ
+        )
         print(f"{run}: first differs at step {differ[0]}; largest relative difference {rel:.1e}")
 
 
