@@ -6,7 +6,10 @@ each row (jobs of equal composed config, whichever sweep or session ran them;
 ``src.analysis.ablation``) and writes
 report.md (one table per protocol: Table 1 for ``model.task=rpn``, Table 2 for ``fast_rcnn``,
 Table 3 for ``faster_rcnn``, each cell mean ± std over seeds, the paper's number beside),
-report.csv (one line per job), cells.csv (one line per row: mean, std, n per metric),
+a table of each training loss term per row beside each protocol's table (where it starts and
+ends: the mean of its first and last ``--loss-steps`` logged values; ``src.analysis.losses``),
+report.csv (one line per job, its loss terms' start and end included), cells.csv (one line per
+row: mean, std, n per metric), losses.csv (one line per row and loss term),
 curves_<task>.png (per-epoch AP / AR / loss per row, the seed spread shaded) and
 curves_<task>.csv (the figure's numbers: mean, std, n per row, curve and epoch).
 """
@@ -30,6 +33,7 @@ from src.analysis.ablation import (
     plot_curves,
     table_markdown,
 )
+from src.analysis.losses import check_steps, loss_ends, loss_markdown, loss_rows, terms
 from src.analysis.metrics import paper_columns
 from src.analysis.paper import TABLE1
 
@@ -62,13 +66,19 @@ def _proposals_of_joint_runs(cells: list[Cell]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown(cells: list[Cell], sweep: str, figures: dict[str, Path] | None = None) -> str:
-    """report.md: the tables of the tasks present, figures, and the failed jobs."""
+def markdown(
+    cells: list[Cell], sweep: str, figures: dict[str, Path] | None = None, loss_steps: int = 10
+) -> str:
+    """report.md: the tables of the tasks present, each with its loss terms and figure, and
+    the failed jobs."""
     parts = [f"# Ablation report: `{sweep}`\n"]
     for task in TABLES:
         text = table_markdown(cells, task)
         if text:
             parts.append(text)
+            losses = loss_markdown(cells, task, loss_steps)
+            if losses:
+                parts.append(losses)
             if figures and task in figures:
                 parts.append(f"![{task} curves]({figures[task].name})\n")
     joint = _proposals_of_joint_runs(cells)
@@ -84,7 +94,7 @@ def markdown(cells: list[Cell], sweep: str, figures: dict[str, Path] | None = No
     return "\n".join(parts)
 
 
-def _job_line(cell: Cell, job: dict[str, Any]) -> dict[str, Any]:
+def _job_line(cell: Cell, job: dict[str, Any], columns: list[str], steps: int) -> dict[str, Any]:
     stage, values = job_values(job)
     line = {
         "job": job["job"], "task": cell.task, "variant": cell.variant, "row": cell.row,
@@ -92,14 +102,24 @@ def _job_line(cell: Cell, job: dict[str, Any]) -> dict[str, Any]:
         "status": job.get("status"), "stage": stage,
         "overrides": " ".join(job.get("overrides", [])),
     }  # fmt: skip
-    return line | {m.key: values.get(m.key) for m in (*DETECTION, *PROPOSALS)}
+    line |= {m.key: values.get(m.key) for m in (*DETECTION, *PROPOSALS)}
+    ends = loss_ends(job, steps)
+    for column in columns:
+        start, end, _ = ends.get(column, (None, None, 0))
+        name = column.removeprefix("train/")
+        line |= {f"{name}_start": start, f"{name}_end": end}
+    return line
 
 
 def write_report(
-    sweep_dir: str | Path | list[str | Path], out_dir: str | Path | None = None
+    sweep_dir: str | Path | list[str | Path],
+    out_dir: str | Path | None = None,
+    loss_steps: int = 10,
 ) -> dict[str, Path]:
-    """Write report.md, report.csv, cells.csv and one curves PNG + CSV per task; returns the
-    paths (``png`` is the first table's curves). Several sweep folders need ``out_dir``."""
+    """Write report.md, report.csv, cells.csv, losses.csv and one curves PNG + CSV per task;
+    returns the paths (``png`` is the first table's curves). Several sweep folders need
+    ``out_dir``; ``loss_steps``: how many logged values each end of a loss term averages."""
+    check_steps(loss_steps)
     sweeps = [sweep_dir] if isinstance(sweep_dir, (str, Path)) else list(sweep_dir)
     if len(sweeps) > 1 and out_dir is None:
         raise ValueError(f"{len(sweeps)} sweep folders: name where the report goes (--out DIR)")
@@ -107,7 +127,8 @@ def write_report(
     title = " ".join(map(str, sweeps))
     out = Path(out_dir or sweeps[0])
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "report.md", "csv": out / "report.csv", "cells": out / "cells.csv"}
+    paths = {"md": out / "report.md", "csv": out / "report.csv", "cells": out / "cells.csv",
+             "losses": out / "losses.csv"}  # fmt: skip
     figures = {}
     for task in TABLES:
         figure = plot_curves(cells, task, out / f"curves_{task}.png")
@@ -122,8 +143,9 @@ def write_report(
                     writer = csv.DictWriter(f, fieldnames=list(table[0]))
                     writer.writeheader()
                     writer.writerows(table)
-    paths["md"].write_text(markdown(cells, title, figures))
-    lines = [_job_line(c, j) for c in cells for j in c.jobs]
+    paths["md"].write_text(markdown(cells, title, figures, loss_steps))
+    columns = terms(cells)
+    lines = [_job_line(c, j, columns, loss_steps) for c in cells for j in c.jobs]
     with paths["csv"].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(lines[0]))
         writer.writeheader()
@@ -137,6 +159,13 @@ def write_report(
             stats = [cell.stats(k) or (None, None, 0) for k in keys]
             writer.writerow([cell.task, cell.variant, cell.row, cell.label,
                              " ".join(map(str, cell.seeds)), *(v for s in stats for v in s)])  # fmt: skip
+    rows = loss_rows(cells, loss_steps)
+    with paths["losses"].open("w", newline="") as f:
+        fields = ["task", "variant", "row", "group", "seeds", "term", "start_mean", "start_std",
+                  "end_mean", "end_std", "n", "logged", "steps"]  # fmt: skip
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
     return paths
 
 
@@ -146,9 +175,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="multirun folders (outputs/train/multiruns/DATE) or job folders")  # fmt: skip
     parser.add_argument("--out", default=None,
                         help="where to write (default: the sweep folder; required for several)")  # fmt: skip
+    parser.add_argument("--loss-steps", type=int, default=10, metavar="N",
+                        help="logged values averaged where each loss term starts and ends (default 10)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        paths = write_report(args.sweep_dir, args.out)
+        paths = write_report(args.sweep_dir, args.out, args.loss_steps)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
     print(paths["md"].read_text())

@@ -454,6 +454,64 @@ def test_curves_show_ar100_where_no_run_logged_ar1000(tmp_path: Path) -> None:
     assert "val/ar_1000" in [c for c, _ in curve_panels(cells, "faster_rcnn")]
 
 
+def _loss_job(
+    folder: Path, variant: str, row: str, seed: int, classifier: list[float], box_reg: list[float]
+) -> None:
+    """A finished Table 2 job whose metrics.csv logged these losses, one per 10 steps, with a
+    validation row after every 4 and the lines of its second half written first (as after a
+    resume): the report must read them in step order."""
+    _fake_job(folder, "fast_rcnn", variant, row, seed, map=0.1)
+    lines = []
+    for i, (c, b) in enumerate(zip(classifier, box_reg)):
+        lines.append(f"{i // 4},{10 * i + 9},{c + b},{c},{b},")
+        if i % 4 == 3:
+            lines.append(f"{i // 4},{10 * i + 9},,,,0.1")
+    half = len(lines) // 2
+    (folder / "csv").mkdir()
+    (folder / "csv" / "metrics.csv").write_text(
+        "epoch,step,train/loss,train/loss_classifier,train/loss_box_reg,val/map\n"
+        + "\n".join(lines[half:] + lines[:half])
+        + "\n"
+    )
+
+
+def test_report_shows_where_each_loss_term_starts_and_ends_over_seeds(tmp_path: Path) -> None:
+    """A row whose classifier learns and box regression stalls, beside one where both learn:
+    the report gives each term's first and last logged values (means over --loss-steps),
+    pooled over seeds, in report.md, losses.csv and per job in report.csv."""
+    falling = [1.0 - 0.04 * i for i in range(12)]  # 1.00, 0.96 ... 0.56
+    flat = [0.7] * 12
+    _loss_job(tmp_path / "sweep" / "0", "fpn", "c", 0, falling, falling)
+    _loss_job(tmp_path / "sweep" / "1", "fpn", "c", 1, [v + 0.1 for v in falling], falling)
+    _loss_job(tmp_path / "sweep" / "2", "c5", "b", 0, falling, flat)
+    paths = write_report(tmp_path / "sweep", tmp_path / "out", loss_steps=2)
+    md = paths["md"].read_text()
+    # first two: (1.00 + 0.96) / 2; last two: (0.60 + 0.56) / 2; seed 1's classifier 0.1 above
+    assert "| row | seeds | loss | loss_classifier | loss_box_reg |" in md
+    assert (
+        "| (c) fpn | 0,1 | 2.01 ± 0.07 → 1.21 ± 0.07 | 1.03 ± 0.07 → 0.63 ± 0.07 "
+        "| 0.98 ± 0.00 → 0.58 ± 0.00 |" in md
+    )
+    assert "| (b) c5 | 0 | 1.68 → 1.28 | 0.98 → 0.58 | 0.70 → 0.70 |" in md
+    assert md.index("## Table 2") < md.index("loss_classifier") < md.index("curves_fast_rcnn.png")
+    with paths["losses"].open() as f:
+        rows = {(r["row"], r["term"]): r for r in csv.DictReader(f)}
+    box = rows[("c", "train/loss_box_reg")]
+    assert float(box["start_mean"]) == pytest.approx(0.98)
+    assert float(box["end_mean"]) == pytest.approx(0.58)
+    assert (box["n"], box["logged"], box["steps"], box["seeds"]) == ("2", "12", "2", "0 1")
+    with paths["csv"].open() as f:
+        jobs = {r["job"]: r for r in csv.DictReader(f)}
+    assert float(jobs["1"]["loss_classifier_start"]) == pytest.approx(1.08)
+    assert float(jobs["2"]["loss_box_reg_end"]) == pytest.approx(0.7)
+    # the default averages 10 values at each end: 1 - 0.04 * 4.5 and 1 - 0.04 * 6.5
+    md10 = write_report(tmp_path / "sweep", tmp_path / "out10")["md"].read_text()
+    assert "| (b) c5 | 0 | 1.52 → 1.44 | 0.82 → 0.74 | 0.70 → 0.70 |" in md10
+    proc = run_module("src.report", [str(tmp_path / "sweep"), "--loss-steps", "0"])
+    assert proc.returncode != 0 and "loss steps must be a whole number" in proc.stderr
+    assert not (tmp_path / "sweep" / "report.md").exists()
+
+
 @pytest.fixture(scope="module")
 def seeded_sweep(data_dir, module_tmp) -> Path:
     """A real Table 1 sweep: rows (b) and (c), seeds 0 and 1, one epoch each."""
@@ -461,6 +519,7 @@ def seeded_sweep(data_dir, module_tmp) -> Path:
     proc = run_module(
         "src.train",
         ["-m", *FAST, "test=false", "experiment=table1/c_fpn,table1/b_c5", "seed=0,1",
+         "trainer.log_every_n_steps=1",
          f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}"],
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -486,6 +545,23 @@ def test_report_of_a_real_sweep_pools_its_seeds_and_draws_curves(seeded_sweep, t
                 )
     assert len(logged) == 2 and points and all(p["n"] == "2" for p in points)
     assert float(points[-1]["mean"]) == pytest.approx((logged[0][-1] + logged[1][-1]) / 2)
+    # where the training loss starts and ends: the mean of each seed's first and last 3 of its 8
+    # logged values, pooled over the two seeds
+    paths = write_report(seeded_sweep, tmp_path / "losses", loss_steps=3)
+    with paths["losses"].open() as f:
+        loss = next(r for r in csv.DictReader(f) if r["row"] == "c" and r["term"] == "train/loss")
+    first, last = [], []
+    for job in sorted(j for j in seeded_sweep.iterdir() if (j / "results.json").is_file()):
+        if results(job)["row"] == "c":
+            with (job / "csv" / "metrics.csv").open() as f:
+                values = [float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"]]
+            assert len(values) == 8
+            first.append(sum(values[:3]) / 3)
+            last.append(sum(values[-3:]) / 3)
+    assert loss["n"] == "2" and float(loss["start_mean"]) == pytest.approx(sum(first) / 2)
+    assert float(loss["end_mean"]) == pytest.approx(sum(last) / 2)
+    md = paths["md"].read_text()  # Table 1 trains the RPN alone: its two terms and their sum
+    assert "| row | seeds | loss | loss_objectness | loss_rpn_box_reg |" in md
 
 
 def test_ablation_notebook_runs_on_a_sweep(seeded_sweep, monkeypatch) -> None:
@@ -502,6 +578,7 @@ def test_ablation_notebook_runs_on_a_sweep(seeded_sweep, monkeypatch) -> None:
         for c in notebook.cells for o in c.get("outputs", [])
     )  # fmt: skip
     assert "4 jobs" in text and "## Table 1" in text and "(b) c5" in text
+    assert "| row | seeds | loss | loss_objectness | loss_rpn_box_reg |" in text
     images = [o for c in notebook.cells for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]  # fmt: skip
     assert images, "the curves were not drawn"

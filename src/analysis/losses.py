@@ -1,0 +1,143 @@
+"""Where each training loss term of a job starts and ends, pooled over a cell's seeds.
+
+A row can fail because one head learns little while the others learn (Table 3 trains the RPN
+and the RoI heads together), so the report shows every term the protocol trains, not only their
+sum: ``train/loss`` and its parts as ``src.training.module`` logs them (``train/loss_objectness``,
+``train/loss_rpn_box_reg`` for the RPN, ``train/loss_classifier``, ``train/loss_box_reg`` for
+the RoI heads), read from each job's ``csv/metrics.csv`` in step order. A term *starts* at the
+mean of its first ``steps`` logged values and *ends* at the mean of its last ``steps`` (one value
+every ``trainer.log_every_n_steps`` optimizer steps); means, not single values, because one
+logged value is one minibatch's loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+from pathlib import Path
+from typing import Any
+
+from src.analysis.ablation import Cell
+
+# the order a table shows the terms in: the sum, then the RPN's, then the RoI heads'
+ORDER = ("train/loss", "train/loss_objectness", "train/loss_rpn_box_reg",
+         "train/loss_classifier", "train/loss_box_reg")  # fmt: skip
+
+
+def check_steps(steps: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"loss steps must be a whole number of logged values >= 1, got {steps!r}")
+    return steps
+
+
+def logged_losses(job: dict[str, Any]) -> dict[str, list[float]]:
+    """``{train/loss*: [value, ...]}`` of a job's ``csv/metrics.csv`` in step order ({} without
+    the file)."""
+    path = Path(job["dir"]) / "csv" / "metrics.csv"
+    if not path.is_file():
+        return {}
+    return _read_losses(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_losses(path: str, mtime_ns: int) -> dict[str, list[float]]:
+    points: dict[str, list[tuple[int, int, float]]] = {}
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.DictReader(f)):
+            step = int(float(row["step"])) if row.get("step") else -1
+            for column, value in row.items():
+                if column.startswith("train/loss") and value not in ("", None):
+                    points.setdefault(column, []).append((step, line, float(value)))
+    return {column: [v for *_, v in sorted(values)] for column, values in points.items()}
+
+
+def loss_ends(job: dict[str, Any], steps: int = 10) -> dict[str, tuple[float, float, int]]:
+    """``{term: (start, end, values logged)}``: the mean of the term's first and of its last
+    ``steps`` logged values (a job that logged fewer than ``2 * steps`` shares values between
+    the two means)."""
+    steps = check_steps(steps)
+    return {
+        column: (_mean(values[:steps]), _mean(values[-steps:]), len(values))
+        for column, values in logged_losses(job).items()
+        if values
+    }
+
+
+def terms(cells: list[Cell]) -> list[str]:
+    """The loss columns any finished job of ``cells`` logged, in ``ORDER`` (others after it)."""
+    seen = {c for cell in cells for job in cell.ok for c in logged_losses(job)}
+    return [c for c in ORDER if c in seen] + sorted(seen - set(ORDER))
+
+
+def cell_loss(cell: Cell, term: str, steps: int = 10) -> dict[str, Any] | None:
+    """One term over a cell's finished seeds: ``start`` and ``end`` as (mean, sample std, n),
+    ``logged`` (the fewest values any of its jobs logged); None when no job logged it."""
+    ends = [e[term] for job in cell.ok if term in (e := loss_ends(job, steps))]
+    if not ends:
+        return None
+    return {
+        "start": _stats([e[0] for e in ends]),
+        "end": _stats([e[1] for e in ends]),
+        "logged": min(e[2] for e in ends),
+    }
+
+
+def loss_rows(cells: list[Cell], steps: int = 10) -> list[dict[str, Any]]:
+    """losses.csv: one dict per (cell, term): ``task``, ``variant``, ``row``, ``group``,
+    ``seeds``, ``term``, ``start_mean``, ``start_std``, ``end_mean``, ``end_std``, ``n`` (seeds),
+    ``logged`` (fewest values logged by one job), ``steps`` (values averaged at each end)."""
+    rows = []
+    for cell in cells:
+        for term in terms([cell]):
+            stats = cell_loss(cell, term, steps)
+            if stats is None:
+                continue
+            (s_mean, s_std, n), (e_mean, e_std, _) = stats["start"], stats["end"]
+            rows.append({"task": cell.task, "variant": cell.variant, "row": cell.row,
+                         "group": cell.label, "seeds": " ".join(map(str, cell.seeds)),
+                         "term": term, "start_mean": s_mean, "start_std": s_std,
+                         "end_mean": e_mean, "end_std": e_std, "n": n,
+                         "logged": stats["logged"], "steps": steps})  # fmt: skip
+    return rows
+
+
+def loss_markdown(cells: list[Cell], task: str, steps: int = 10) -> str:
+    """A table of the task's cells: each loss term as ``start → end`` (mean ± std over seeds)."""
+    mine = [c for c in cells if c.task == task and c.ok]
+    columns = terms(mine)
+    if not columns:
+        return ""
+    labels = {c.label for c in mine}
+    lines = [
+        f"Training losses: mean of the first → of the last {steps} logged values of each term "
+        "(one value every `trainer.log_every_n_steps` steps), mean ± std over seeds.",
+        "",
+        "| row | seeds | " + " | ".join(c.removeprefix("train/") for c in columns) + " |",
+        "|---|---|" + "---:|" * len(columns),
+    ]
+    for cell in mine:
+        parts = []
+        for term in columns:
+            stats = cell_loss(cell, term, steps)
+            parts.append("-" if stats is None else f"{_fmt(stats['start'])} → {_fmt(stats['end'])}")
+        name = cell.name + (f" `{cell.label}`" if len(labels) > 1 and cell.label else "")
+        seeds = ",".join(map(str, cell.seeds))
+        lines.append(f"| {name} | {seeds} | " + " | ".join(parts) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _stats(values: list[float]) -> tuple[float, float, int]:
+    mean = _mean(values)
+    if len(values) < 2:
+        return mean, 0.0, len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)), len(values)
+
+
+def _fmt(stats: tuple[float, float, int]) -> str:
+    mean, std, n = stats
+    return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
