@@ -144,7 +144,7 @@ def write_report(
                     writer.writeheader()
                     writer.writerows(table)
     paths["md"].write_text(markdown(cells, title, figures, loss_steps))
-    columns = terms(cells)
+    columns = terms([j for c in cells for j in c.jobs])  # failed jobs' losses too
     lines = [_job_line(c, j, columns, loss_steps) for c in cells for j in c.jobs]
     with paths["csv"].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(lines[0]))

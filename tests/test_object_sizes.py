@@ -41,8 +41,17 @@ def test_bad_annotation_files_are_refused_naming_file_and_field(tmp_path: Path) 
     data = json.loads(no_area.read_text())
     del data["annotations"][0]["area"]
     no_area.write_text(json.dumps(data))
-    for path, words in ((broken, "is not a JSON file"), (no_area, "annotation 0 (id 1) has area None"),
-                        (tmp_path / "nowhere", "neither an annotation file nor a data root")):  # fmt: skip
+    negative = _annotations(tmp_path / "negative.json", [10.0, -4.0])
+    not_object = tmp_path / "not_object.json"
+    not_object.write_text(json.dumps({"images": [], "annotations": [5]}))
+    cases = (
+        (broken, "is not a JSON file"),
+        (no_area, "annotation 0 (id 1) has area None"),
+        (negative, "annotation 1 (id 2) has area -4.0; a number >= 0"),
+        (not_object, "annotation 0 is 5; a JSON object is needed"),
+        (tmp_path / "nowhere", "neither an annotation file nor a data root"),
+    )
+    for path, words in cases:
         proc = run_module("src.analysis.sizes", [str(path)])
         assert proc.returncode == 2 and str(path) in proc.stderr and words in proc.stderr
 

@@ -506,10 +506,56 @@ def test_report_shows_where_each_loss_term_starts_and_ends_over_seeds(tmp_path: 
     assert float(jobs["2"]["loss_box_reg_end"]) == pytest.approx(0.7)
     # the default averages 10 values at each end: 1 - 0.04 * 4.5 and 1 - 0.04 * 6.5
     md10 = write_report(tmp_path / "sweep", tmp_path / "out10")["md"].read_text()
-    assert "| (b) c5 | 0 | 1.52 → 1.44 | 0.82 → 0.74 | 0.70 → 0.70 |" in md10
+    # 12 values, fewer than 2 x 10: the two means share some, which the table marks
+    assert "| (b) c5 | 0 | 1.52 → 1.44 † | 0.82 → 0.74 † | 0.70 → 0.70 † |" in md10
+    assert not [r for r in md.splitlines() if r.startswith("| (") and "†" in r]  # 12 >= 2 x 2
     proc = run_module("src.report", [str(tmp_path / "sweep"), "--loss-steps", "0"])
     assert proc.returncode != 0 and "loss steps must be a whole number" in proc.stderr
     assert not (tmp_path / "sweep" / "report.md").exists()
+
+
+def test_loss_table_names_the_seeds_behind_each_term_and_refuses_a_bad_value(tmp_path) -> None:
+    """Seeds 0-2 of one row: seed 1 has no metrics.csv, seed 2 logged no box term, seed 0 logged
+    step 9 twice (the later line counts) and only 3 values; a failed job does not pool but keeps
+    its columns in report.csv. A value that is not a number is refused naming file, line, column."""
+    sweep = tmp_path / "sweep"
+    header = "epoch,step,train/loss_classifier,train/loss_box_reg,train/loss_epoch\n"
+    for seed, text in ((0, "0,9,5.0,5.0,\n0,9,1.0,0.5,\n0,19,0.8,0.4,\n0,29,0.6,0.3,9.0\n"),
+                       (1, None), (2, "0,9,1.2,,\n0,19,1.0,,\n0,29,0.8,,\n0,39,0.6,,\n")):  # fmt: skip
+        _fake_job(sweep / str(seed), "fast_rcnn", "fpn", "c", seed, map=0.1)
+        if text is not None:
+            (sweep / str(seed) / "csv").mkdir()
+            (sweep / str(seed) / "csv" / "metrics.csv").write_text(header + text)
+    _fake_job(sweep / "3", "fast_rcnn", "fpn", "c", 3, map=0.1)
+    record = json.loads((sweep / "3" / "results.json").read_text())
+    (sweep / "3" / "results.json").write_text(json.dumps(record | {"status": "failed"}))
+    (sweep / "3" / "csv").mkdir()
+    (sweep / "3" / "csv" / "metrics.csv").write_text(
+        "epoch,step,train/loss_objectness\n0,9,0.7\n0,19,0.5\n"
+    )
+    paths = write_report(sweep, tmp_path / "out", loss_steps=2)
+    md = paths["md"].read_text()
+    assert "| row | seeds | loss_classifier | loss_box_reg |" in md  # no epoch aggregate
+    # classifier: seed 0 (1.0+0.8)/2 -> (0.8+0.6)/2, seed 2 (1.2+1.0)/2 -> (0.8+0.6)/2
+    assert (
+        "| (c) fpn | 0,1,2 | 1.00 ± 0.14 → 0.70 ± 0.00 (seeds 0,2) † | 0.45 → 0.35 (seeds 0) † |"
+        in md
+    )
+    with paths["csv"].open() as f:
+        jobs = {r["job"]: r for r in csv.DictReader(f)}
+    assert float(jobs["3"]["loss_objectness_start"]) == pytest.approx(0.6)  # the failed job's
+    assert jobs["1"]["loss_classifier_start"] == "" and jobs["2"]["loss_box_reg_end"] == ""
+    with paths["losses"].open() as f:
+        rows = {r["term"]: r for r in csv.DictReader(f)}
+    assert "train/loss_objectness" not in rows  # only the failed job logged it
+    assert (rows["train/loss_box_reg"]["seeds"], rows["train/loss_box_reg"]["logged"]) == ("0", "3")
+    bad = sweep / "2" / "csv" / "metrics.csv"
+    bad.write_text(header + "0,9,abc,,\n")
+    proc = run_module("src.report", [str(sweep), "--out", str(tmp_path / "bad")])
+    assert proc.returncode == 2
+    assert (
+        f"{bad}, line 2: column 'train/loss_classifier'" in proc.stderr and "'abc'" in proc.stderr
+    )
 
 
 @pytest.fixture(scope="module")

@@ -331,14 +331,20 @@ def _read_history(path: str, mtime_ns: int) -> dict[str, list[tuple[int, float]]
     every column of every job, and the report draws several figures."""
     sums: dict[str, dict[int, list[float]]] = {}
     with open(path, newline="") as f:
-        for row in csv.DictReader(f):
+        for line, row in enumerate(csv.DictReader(f), start=2):
             if not row.get("epoch"):
                 continue
-            epoch = int(float(row["epoch"]))
             for column, value in row.items():
                 if column in ("epoch", "step") or value in ("", None):
                     continue
-                sums.setdefault(column, {}).setdefault(epoch, []).append(float(value))
+                try:
+                    epoch = int(float(row["epoch"]))
+                    sums.setdefault(column, {}).setdefault(epoch, []).append(float(value))
+                except ValueError:
+                    raise ValueError(
+                        f"{path}, line {line}: column {column!r} (epoch {row['epoch']!r}) holds "
+                        f"{value!r}; numbers are needed"
+                    ) from None
     return {
         column: sorted((e, sum(v) / len(v)) for e, v in epochs.items() if v)
         for column, epochs in sums.items()

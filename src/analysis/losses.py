@@ -26,14 +26,16 @@ ORDER = ("train/loss", "train/loss_objectness", "train/loss_rpn_box_reg",
 
 
 def check_steps(steps: int) -> int:
+    """``steps`` itself when it is a whole number >= 1; else ValueError naming it."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"loss steps must be a whole number of logged values >= 1, got {steps!r}")
     return steps
 
 
 def logged_losses(job: dict[str, Any]) -> dict[str, list[float]]:
-    """``{train/loss*: [value, ...]}`` of a job's ``csv/metrics.csv`` in step order ({} without
-    the file)."""
+    """``{train/loss*: [value, ...]}`` of a job's ``csv/metrics.csv`` in step order, one value
+    per step (the file's last line for a step logged twice); {} without the file. Epoch
+    aggregates (``*_epoch`` columns) are left out: they are not logged values of one step."""
     path = Path(job["dir"]) / "csv" / "metrics.csv"
     if not path.is_file():
         return {}
@@ -42,14 +44,27 @@ def logged_losses(job: dict[str, Any]) -> dict[str, list[float]]:
 
 @functools.lru_cache(maxsize=256)
 def _read_losses(path: str, mtime_ns: int) -> dict[str, list[float]]:
-    points: dict[str, list[tuple[int, int, float]]] = {}
+    # {column: {step (or, without one, the line): value}}: a later line for a step wins
+    points: dict[str, dict[tuple[int, int], float]] = {}
     with open(path, newline="") as f:
-        for line, row in enumerate(csv.DictReader(f)):
-            step = int(float(row["step"])) if row.get("step") else -1
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            step = row.get("step")
             for column, value in row.items():
-                if column.startswith("train/loss") and value not in ("", None):
-                    points.setdefault(column, []).append((step, line, float(value)))
-    return {column: [v for *_, v in sorted(values)] for column, values in points.items()}
+                if not _is_loss(column) or value in ("", None):
+                    continue
+                try:
+                    key = (int(float(step)), 0) if step else (-1, line)
+                    points.setdefault(column, {})[key] = float(value)
+                except ValueError:
+                    raise ValueError(
+                        f"{path}, line {line}: column {column!r} (step {step!r}) holds {value!r}; "
+                        "a number is needed"
+                    ) from None
+    return {column: [values[k] for k in sorted(values)] for column, values in points.items()}
+
+
+def _is_loss(column: str | None) -> bool:
+    return bool(column) and column.startswith("train/loss") and not column.endswith("_epoch")
 
 
 def loss_ends(job: dict[str, Any], steps: int = 10) -> dict[str, tuple[float, float, int]]:
@@ -64,38 +79,47 @@ def loss_ends(job: dict[str, Any], steps: int = 10) -> dict[str, tuple[float, fl
     }
 
 
-def terms(cells: list[Cell]) -> list[str]:
-    """The loss columns any finished job of ``cells`` logged, in ``ORDER`` (others after it)."""
-    seen = {c for cell in cells for job in cell.ok for c in logged_losses(job)}
+def terms(jobs: list[dict[str, Any]]) -> list[str]:
+    """The loss columns any of ``jobs`` logged, in ``ORDER`` (others after it)."""
+    seen = {c for job in jobs for c in logged_losses(job)}
     return [c for c in ORDER if c in seen] + sorted(seen - set(ORDER))
 
 
 def cell_loss(cell: Cell, term: str, steps: int = 10) -> dict[str, Any] | None:
     """One term over a cell's finished seeds: ``start`` and ``end`` as (mean, sample std, n),
-    ``logged`` (the fewest values any of its jobs logged); None when no job logged it."""
-    ends = [e[term] for job in cell.ok if term in (e := loss_ends(job, steps))]
+    ``seeds`` (those whose job logged the term: a job without ``metrics.csv`` or without
+    the term drops out), ``logged`` (the fewest values one of them logged); None when no job
+    logged it."""
+    # (seed, its ends) per job: a cell may hold two jobs of one seed (a rerun)
+    ends = [
+        (int(job.get("seed", 0)), e[term])
+        for job in cell.ok
+        if term in (e := loss_ends(job, steps))
+    ]
     if not ends:
         return None
     return {
-        "start": _stats([e[0] for e in ends]),
-        "end": _stats([e[1] for e in ends]),
-        "logged": min(e[2] for e in ends),
+        "start": _stats([e[0] for _, e in ends]),
+        "end": _stats([e[1] for _, e in ends]),
+        "seeds": sorted(seed for seed, _ in ends),
+        "logged": min(e[2] for _, e in ends),
     }
 
 
 def loss_rows(cells: list[Cell], steps: int = 10) -> list[dict[str, Any]]:
     """losses.csv: one dict per (cell, term): ``task``, ``variant``, ``row``, ``group``,
-    ``seeds``, ``term``, ``start_mean``, ``start_std``, ``end_mean``, ``end_std``, ``n`` (seeds),
-    ``logged`` (fewest values logged by one job), ``steps`` (values averaged at each end)."""
+    ``seeds`` (those that logged the term), ``term``, ``start_mean``, ``start_std``,
+    ``end_mean``, ``end_std``, ``n`` (seeds), ``logged`` (fewest values logged by one job),
+    ``steps`` (values averaged at each end)."""
     rows = []
     for cell in cells:
-        for term in terms([cell]):
+        for term in terms(cell.ok):
             stats = cell_loss(cell, term, steps)
             if stats is None:
                 continue
             (s_mean, s_std, n), (e_mean, e_std, _) = stats["start"], stats["end"]
             rows.append({"task": cell.task, "variant": cell.variant, "row": cell.row,
-                         "group": cell.label, "seeds": " ".join(map(str, cell.seeds)),
+                         "group": cell.label, "seeds": " ".join(map(str, stats["seeds"])),
                          "term": term, "start_mean": s_mean, "start_std": s_std,
                          "end_mean": e_mean, "end_std": e_std, "n": n,
                          "logged": stats["logged"], "steps": steps})  # fmt: skip
@@ -105,13 +129,15 @@ def loss_rows(cells: list[Cell], steps: int = 10) -> list[dict[str, Any]]:
 def loss_markdown(cells: list[Cell], task: str, steps: int = 10) -> str:
     """A table of the task's cells: each loss term as ``start → end`` (mean ± std over seeds)."""
     mine = [c for c in cells if c.task == task and c.ok]
-    columns = terms(mine)
+    columns = terms([j for c in mine for j in c.ok])
     if not columns:
         return ""
     labels = {c.label for c in mine}
     lines = [
         f"Training losses: mean of the first → of the last {steps} logged values of each term "
-        "(one value every `trainer.log_every_n_steps` steps), mean ± std over seeds.",
+        "(one value every `trainer.log_every_n_steps` steps), mean ± std over seeds; "
+        "`(seeds …)`: those that logged the term, where not all did; `†`: a job logged fewer "
+        f"than {2 * steps} values, so its two means share some.",
         "",
         "| row | seeds | " + " | ".join(c.removeprefix("train/") for c in columns) + " |",
         "|---|---|" + "---:|" * len(columns),
@@ -120,7 +146,13 @@ def loss_markdown(cells: list[Cell], task: str, steps: int = 10) -> str:
         parts = []
         for term in columns:
             stats = cell_loss(cell, term, steps)
-            parts.append("-" if stats is None else f"{_fmt(stats['start'])} → {_fmt(stats['end'])}")
+            if stats is None:
+                parts.append("-")
+                continue
+            text = f"{_fmt(stats['start'])} → {_fmt(stats['end'])}"
+            if stats["seeds"] != cell.seeds:
+                text += f" (seeds {','.join(map(str, stats['seeds']))})"
+            parts.append(text + (" †" if stats["logged"] < 2 * steps else ""))
         name = cell.name + (f" `{cell.label}`" if len(labels) > 1 and cell.label else "")
         seeds = ",".join(map(str, cell.seeds))
         lines.append(f"| {name} | {seeds} | " + " | ".join(parts) + " |")

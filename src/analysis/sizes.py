@@ -55,6 +55,8 @@ def size_counts(path: str | Path) -> dict[str, Any]:
     counts = {"file": str(path), "images": images, "objects": 0, "crowd": 0}
     counts |= dict.fromkeys(SIZES, 0)
     for i, annotation in enumerate(annotations):
+        if not isinstance(annotation, dict):
+            raise ValueError(f"{path}: annotation {i} is {annotation!r}; a JSON object is needed")
         if annotation.get("iscrowd", 0):
             counts["crowd"] += 1
             continue
