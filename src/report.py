@@ -11,7 +11,8 @@ ends: the mean of its first and last ``--loss-steps`` logged values; ``src.analy
 report.csv (one line per job, its loss terms' start and end included), cells.csv (one line per
 row: mean, std, n per metric), losses.csv (one line per row and loss term),
 curves_<task>.png (per-epoch AP / AR / loss per row, the seed spread shaded) and
-curves_<task>.csv (the figure's numbers: mean, std, n per row, curve and epoch).
+curves_<task>.csv (the figure's numbers, and each loss term's epoch means: mean, std, n per
+row, curve and epoch).
 """
 
 from __future__ import annotations

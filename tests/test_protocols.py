@@ -591,6 +591,10 @@ def test_report_of_a_real_sweep_pools_its_seeds_and_draws_curves(seeded_sweep, t
                 )
     assert len(logged) == 2 and points and all(p["n"] == "2" for p in points)
     assert float(points[-1]["mean"]) == pytest.approx((logged[0][-1] + logged[1][-1]) / 2)
+    # and each loss term's epoch mean, beyond the figure's four curves
+    with paths["curves_rpn_csv"].open() as f:
+        drawn = {r["column"] for r in csv.DictReader(f)}
+    assert {"train/loss", "train/loss_objectness", "train/loss_rpn_box_reg"} <= drawn
     # where the training loss starts and ends: the mean of each seed's first and last 3 of its 8
     # logged values, pooled over the two seeds
     paths = write_report(seeded_sweep, tmp_path / "losses", loss_steps=3)

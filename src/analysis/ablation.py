@@ -381,14 +381,19 @@ def curve_panels(cells: list[Cell], task: str) -> list[tuple[str, str]]:
 def curve_table(cells: list[Cell], task: str) -> list[dict[str, Any]]:
     """The numbers behind the task's figure, one dict per (row, curve, epoch): keys ``row``,
     ``variant``, ``group``, ``column``, ``epoch``, ``mean``, ``std``, ``n`` (the column's own
-    unit: fractions for AP/AR, loss values for ``train/*``)."""
+    unit: fractions for AP/AR, loss values for ``train/*``). Besides the figure's curves, each
+    loss term the jobs logged (``train/loss_*``, epoch means), so a user can see which head
+    stops learning when."""
     mine = [c for c in cells if c.task == task and c.ok]
     if not mine:
         return []
+    columns = [column for column, _ in curve_panels(mine, task)]
+    logged = {c for cell in mine for job in cell.ok for c in history(job)}
+    columns += sorted(c for c in logged if c.startswith("train/loss_") and c not in columns)
     return [
         {"row": cell.row, "variant": cell.variant, "group": cell.label, "column": column,
          "epoch": epoch, "mean": mean, "std": std, "n": n}
-        for column, _ in curve_panels(mine, task)
+        for column in columns
         for cell in mine
         for epoch, mean, std, n in curves(cell, column)
     ]  # fmt: skip
