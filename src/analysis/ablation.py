@@ -191,15 +191,7 @@ class Cell:
     def stats(self, key: str) -> tuple[float, float, int] | None:
         """(mean, sample std (0 for one seed), n) of a metric in percent over finished seeds."""
         values = [v for j in self.ok if (v := job_values(j)[1].get(key)) is not None]
-        if not values:
-            return None
-        mean = sum(values) / len(values)
-        std = (
-            math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-            if len(values) > 1
-            else 0.0
-        )
-        return mean, std, len(values)
+        return mean_std(values) if values else None
 
     @property
     def name(self) -> str:
@@ -309,46 +301,73 @@ def reference_cell(cells: list[Cell], cell: Cell) -> Cell | None:
     return None
 
 
-def fmt_stats(stats: tuple[float, float, int] | None) -> str:
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    """(mean, sample std (0 for one value), n) of a non-empty list."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0, len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)), len(values)
+
+
+def fmt_stats(stats: tuple[float, float, int] | None, digits: int = 1) -> str:
     if stats is None:
         return "-"
     mean, std, n = stats
-    return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def is_loss_column(column: str | None) -> bool:
+    """A training loss term as logged per step (``train/loss``, ``train/loss_*``), not an epoch
+    aggregate (``*_epoch``)."""
+    return bool(column) and column.startswith("train/loss") and not column.endswith("_epoch")
+
+
+def logged_values(job: dict[str, Any]) -> dict[str, list[tuple[int | None, int | None, float]]]:
+    """A job's ``csv/metrics.csv``, ``{column: [(epoch, step, value), ...]}`` in file order
+    (epoch or step None where the line has none); {} without the file."""
+    path = Path(job["dir"]) / "csv" / "metrics.csv"
+    if not path.is_file():
+        return {}
+    return _read_metrics(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_metrics(
+    path: str, mtime_ns: int
+) -> dict[str, list[tuple[int | None, int | None, float]]]:
+    """logged_values() of one metrics.csv, read once per version of the file: the figures, the
+    loss tables and report.csv all ask for every column of every job."""
+    out: dict[str, list[tuple[int | None, int | None, float]]] = {}
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            for column, value in row.items():
+                if column in ("epoch", "step", None) or value in ("", None):
+                    continue
+                try:
+                    epoch, step = (
+                        int(float(row[k])) if row.get(k) else None for k in ("epoch", "step")
+                    )
+                    out.setdefault(column, []).append((epoch, step, float(value)))
+                except ValueError:
+                    raise ValueError(
+                        f"{path}, line {line}: column {column!r} (epoch {row.get('epoch')!r}, step "
+                        f"{row.get('step')!r}) holds {value!r}; numbers are needed"
+                    ) from None
+    return out
 
 
 def history(job: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
     """A job's per-epoch values from ``csv/metrics.csv``: ``{column: [(epoch, value)]}``;
-    training losses averaged over each epoch's logged steps."""
-    path = Path(job["dir"]) / "csv" / "metrics.csv"
-    if not path.is_file():
-        return {}
-    return _read_history(str(path), path.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _read_history(path: str, mtime_ns: int) -> dict[str, list[tuple[int, float]]]:
-    """history() of one metrics.csv, read once per version of the file: a figure asks for
-    every column of every job, and the report draws several figures."""
-    sums: dict[str, dict[int, list[float]]] = {}
-    with open(path, newline="") as f:
-        for line, row in enumerate(csv.DictReader(f), start=2):
-            if not row.get("epoch"):
-                continue
-            for column, value in row.items():
-                if column in ("epoch", "step") or value in ("", None):
-                    continue
-                try:
-                    epoch = int(float(row["epoch"]))
-                    sums.setdefault(column, {}).setdefault(epoch, []).append(float(value))
-                except ValueError:
-                    raise ValueError(
-                        f"{path}, line {line}: column {column!r} (epoch {row['epoch']!r}) holds "
-                        f"{value!r}; numbers are needed"
-                    ) from None
-    return {
-        column: sorted((e, sum(v) / len(v)) for e, v in epochs.items() if v)
-        for column, epochs in sums.items()
-    }
+    training losses averaged over each epoch's logged steps (lines without an epoch left out)."""
+    out = {}
+    for column, points in logged_values(job).items():
+        per_epoch: dict[int, list[float]] = {}
+        for epoch, _, value in points:
+            if epoch is not None:
+                per_epoch.setdefault(epoch, []).append(value)
+        if per_epoch:
+            out[column] = sorted((e, sum(v) / len(v)) for e, v in per_epoch.items())
+    return out
 
 
 def curves(cell: Cell, column: str) -> list[tuple[int, float, float, int]]:
@@ -358,13 +377,7 @@ def curves(cell: Cell, column: str) -> list[tuple[int, float, float, int]]:
         for epoch, value in history(job).get(column, []):
             if value >= 0:
                 per_epoch.setdefault(epoch, []).append(value)
-    out = []
-    for epoch in sorted(per_epoch):
-        values = per_epoch[epoch]
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0
-        out.append((epoch, mean, math.sqrt(var), len(values)))
-    return out
+    return [(epoch, *mean_std(per_epoch[epoch])) for epoch in sorted(per_epoch)]
 
 
 def curve_panels(cells: list[Cell], task: str) -> list[tuple[str, str]]:
@@ -389,7 +402,7 @@ def curve_table(cells: list[Cell], task: str) -> list[dict[str, Any]]:
         return []
     columns = [column for column, _ in curve_panels(mine, task)]
     logged = {c for cell in mine for job in cell.ok for c in history(job)}
-    columns += sorted(c for c in logged if c.startswith("train/loss_") and c not in columns)
+    columns += sorted(c for c in logged if is_loss_column(c) and c not in columns)
     return [
         {"row": cell.row, "variant": cell.variant, "group": cell.label, "column": column,
          "epoch": epoch, "mean": mean, "std": std, "n": n}

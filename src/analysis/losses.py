@@ -12,13 +12,9 @@ logged value is one minibatch's loss.
 
 from __future__ import annotations
 
-import csv
-import functools
-import math
-from pathlib import Path
 from typing import Any
 
-from src.analysis.ablation import Cell
+from src.analysis.ablation import Cell, fmt_stats, is_loss_column, logged_values, mean_std
 
 # the order a table shows the terms in: the sum, then the RPN's, then the RoI heads'
 ORDER = ("train/loss", "train/loss_objectness", "train/loss_rpn_box_reg",
@@ -36,35 +32,16 @@ def logged_losses(job: dict[str, Any]) -> dict[str, list[float]]:
     """``{train/loss*: [value, ...]}`` of a job's ``csv/metrics.csv`` in step order, one value
     per step (the file's last line for a step logged twice); {} without the file. Epoch
     aggregates (``*_epoch`` columns) are left out: they are not logged values of one step."""
-    path = Path(job["dir"]) / "csv" / "metrics.csv"
-    if not path.is_file():
-        return {}
-    return _read_losses(str(path), path.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _read_losses(path: str, mtime_ns: int) -> dict[str, list[float]]:
-    # {column: {step (or, without one, the line): value}}: a later line for a step wins
-    points: dict[str, dict[tuple[int, int], float]] = {}
-    with open(path, newline="") as f:
-        for line, row in enumerate(csv.DictReader(f), start=2):
-            step = row.get("step")
-            for column, value in row.items():
-                if not _is_loss(column) or value in ("", None):
-                    continue
-                try:
-                    key = (int(float(step)), 0) if step else (-1, line)
-                    points.setdefault(column, {})[key] = float(value)
-                except ValueError:
-                    raise ValueError(
-                        f"{path}, line {line}: column {column!r} (step {step!r}) holds {value!r}; "
-                        "a number is needed"
-                    ) from None
-    return {column: [values[k] for k in sorted(values)] for column, values in points.items()}
-
-
-def _is_loss(column: str | None) -> bool:
-    return bool(column) and column.startswith("train/loss") and not column.endswith("_epoch")
+    out = {}
+    for column, points in logged_values(job).items():
+        if not is_loss_column(column):
+            continue
+        # {step (or, without one, its place in the file): value}: a later line for a step wins
+        by_step = {
+            (-1, i) if step is None else (step, 0): v for i, (_, step, v) in enumerate(points)
+        }
+        out[column] = [by_step[k] for k in sorted(by_step)]
+    return out
 
 
 def loss_ends(job: dict[str, Any], steps: int = 10) -> dict[str, tuple[float, float, int]]:
@@ -99,8 +76,8 @@ def cell_loss(cell: Cell, term: str, steps: int = 10) -> dict[str, Any] | None:
     if not ends:
         return None
     return {
-        "start": _stats([e[0] for _, e in ends]),
-        "end": _stats([e[1] for _, e in ends]),
+        "start": mean_std([e[0] for _, e in ends]),
+        "end": mean_std([e[1] for _, e in ends]),
         "seeds": sorted(seed for seed, _ in ends),
         "logged": min(e[2] for _, e in ends),
     }
@@ -163,13 +140,5 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _stats(values: list[float]) -> tuple[float, float, int]:
-    mean = _mean(values)
-    if len(values) < 2:
-        return mean, 0.0, len(values)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)), len(values)
-
-
 def _fmt(stats: tuple[float, float, int]) -> str:
-    mean, std, n = stats
-    return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
+    return fmt_stats(stats, digits=2)

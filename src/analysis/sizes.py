@@ -21,7 +21,8 @@ from typing import Any
 from pycocotools.cocoeval import Params
 
 # pycocotools' area ranges: all, small, medium, large (pixels², [low, high])
-_BOUNDS = dict(zip(Params(iouType="bbox").areaRngLbl, Params(iouType="bbox").areaRng))
+_PARAMS = Params(iouType="bbox")
+_BOUNDS = dict(zip(_PARAMS.areaRngLbl, _PARAMS.areaRng))
 SIZES = ("small", "medium", "large")
 
 
