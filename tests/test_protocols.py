@@ -632,3 +632,38 @@ def test_ablation_notebook_runs_on_a_sweep(seeded_sweep, monkeypatch) -> None:
     images = [o for c in notebook.cells for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]  # fmt: skip
     assert images, "the curves were not drawn"
+
+
+def test_every_curve_of_a_crowded_figure_has_its_own_style() -> None:
+    """The study's Table 3 figure holds 16 cells: six rows on two data sets, two rows also on a
+    second host. Matplotlib's colour cycle repeats after ten, which drew (a) on glyphs and (d)
+    on glyphs in one colour; now the colour says the row and the line/marker the settings."""
+    from src.analysis.ablation import Cell, curve_styles
+
+    labels = ["kind=glyphs host=cpu", "kind=glyphs host=gpu", "kind=shapes host=cpu",
+              "kind=shapes host=gpu"]  # fmt: skip
+    cells = [Cell("faster_rcnn", v, r, label)
+             for r, v in zip("abcdef", ["c4", "c5", "fpn", "bottom_up", "no_lateral", "p2_only"])
+             for label in (labels if r in "ac" else labels[::2])]  # fmt: skip
+    assert len(cells) == 16
+    styles = curve_styles(cells)
+    drawn = [
+        (s["color"], s["linestyle"], s["marker"]) for s in map(styles.__getitem__, map(id, cells))
+    ]
+    assert len(set(drawn)) == len(cells)
+    for cell in cells:
+        style = styles[id(cell)]
+        assert style["color"] == f"C{'abcdef'.index(cell.row)}"  # a row keeps one hue
+        same_label = [styles[id(c)] for c in cells if c.label == cell.label]
+        assert {(s["linestyle"], s["marker"]) for s in same_label} == {
+            (style["linestyle"], style["marker"])
+        }
+    # 24 settings in one row still give 24 different lines; an unknown row takes a free colour
+    many = [Cell("rpn", "fpn", "c", f"optim.lr={i}") for i in range(24)]
+    many.append(Cell("rpn", "custom", None, "optim.lr=0"))
+    styles = curve_styles(many)
+    assert (
+        len({(s["linestyle"], s["marker"]) for s in map(styles.__getitem__, map(id, many[:24]))})
+        == 24
+    )
+    assert styles[id(many[-1])]["color"] == "C6"

@@ -412,6 +412,37 @@ def curve_table(cells: list[Cell], task: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+_ROW_COLOURS = "abcdef"  # the paper's rows (a)-(f) take tab10's first six colours, in order
+_DASHES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def curve_styles(cells: list[Cell]) -> dict[int, dict[str, Any]]:
+    """A matplotlib style per cell, keyed by ``id(cell)``: its colour says the row, its line
+    and marker say the settings (``cell.label``), so that every curve of a figure can be told
+    apart (a colour cycle alone repeats after ten cells; up to 24 settings a row are told
+    apart here) and one row's cells (e.g. on two data sets or hosts) share a hue.
+
+    Returns ``{id(cell): {"color": "C0".."C9", "linestyle": str, "marker": str}}``; rows
+    outside (a)-(f) take the colours after those, in order of appearance."""
+    labels = sorted({c.label for c in cells})
+    extra = [r for r in dict.fromkeys(c.row for c in cells) if r not in tuple(_ROW_COLOURS)]
+    styles = {}
+    for cell in cells:
+        if cell.row is not None and cell.row in _ROW_COLOURS:
+            colour = _ROW_COLOURS.index(cell.row)
+        else:
+            colour = len(_ROW_COLOURS) + extra.index(cell.row)
+        k = labels.index(cell.label)
+        # dashes and markers step together through len(_DASHES) * len(_MARKERS) pairs
+        styles[id(cell)] = {
+            "color": f"C{colour % 10}",
+            "linestyle": _DASHES[k % len(_DASHES)],
+            "marker": _MARKERS[(k + k // len(_DASHES)) % len(_MARKERS)],
+        }
+    return styles
+
+
 def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
     """One figure per table: each curve of CURVES[task], a line per row, ±std shaded."""
     import matplotlib
@@ -427,6 +458,7 @@ def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
     def legend(cell: Cell) -> str:  # the label: where rows come from several settings
         return f"{cell.name} {cell.label}".strip()
 
+    styles = curve_styles(mine)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (column, title) in zip(axes, panels):
         scale = 1.0 if column.startswith("train/") else 100.0
@@ -438,7 +470,8 @@ def plot_curves(cells: list[Cell], task: str, path: Path) -> Path | None:
             mean = [scale * p[1] for p in points]
             std = [scale * p[2] for p in points]
             n = max(p[3] for p in points)
-            (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=f"{legend(cell)} (n={n})")
+            (line,) = ax.plot(epochs, mean, ms=3, label=f"{legend(cell)} (n={n})",
+                              **styles[id(cell)])  # fmt: skip
             ax.fill_between(epochs, [m - s for m, s in zip(mean, std)],
                             [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)  # fmt: skip
         ax.set_title(title)
