@@ -243,6 +243,20 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, data_dir):
     assert m_resumed["val/map"] == pytest.approx(m_straight["val/map"], abs=1e-6)
 
 
+def test_last_ckpt_is_the_last_epoch_when_the_monitor_stops_improving(tmp_path, data_dir):
+    # val/images is equal every epoch, so epoch 0 stays the best; Lightning 2.6's
+    # save_last=True writes last.ckpt only beside a new best, and a resume redid such epochs
+    run = tmp_path / "run"
+    monitor_flat = ["callbacks.model_checkpoint.monitor=val/images", "~callbacks.prediction_panel"]
+    train(compose_train([*TINY, "trainer.max_epochs=2", "test=false", *monitor_flat], run, data_dir))
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["epoch_000.ckpt", "last.ckpt"]
+    best = torch.load(ckpts / "epoch_000.ckpt", weights_only=True, map_location="cpu")
+    last = torch.load(ckpts / "last.ckpt", weights_only=True, map_location="cpu")
+    assert (best["epoch"], last["epoch"]) == (0, 1)
+    assert last["global_step"] == 2 * best["global_step"]
+
+
 def test_checkpoint_of_another_variant_is_refused(tmp_path, data_dir):
     first = tmp_path / "first"
     quick = ["trainer.max_epochs=1", "data.max_images=2", "test=false"]
