@@ -104,10 +104,8 @@ def train(cfg: DictConfig, on_built=None) -> TrainResult:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics = _scalars(trainer.callback_metrics)
         if cfg.test:
-            best = (
-                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            )
-            # `best` is the monitor-selected checkpoint; without one, test the weights in memory
+            best = best_checkpoint(trainer)
+            # without a monitor-selected checkpoint, test the weights in memory
             ckpt = best or (None if cfg.train else cfg.ckpt_path)
             trainer.test(
                 module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True
@@ -118,6 +116,17 @@ def train(cfg: DictConfig, on_built=None) -> TrainResult:
     timers = [cb for cb in trainer.callbacks if isinstance(cb, EpochTimer)]
     timing = timers[0].summary(module) if timers else {}
     return TrainResult(metrics, module, datamodule.skipped_images, timing)
+
+
+def best_checkpoint(trainer: pl.Trainer) -> str:
+    """The path of the monitor-selected checkpoint, or "" without one.
+
+    Taken from the first checkpoint callback that has a monitor, not from
+    ``trainer.checkpoint_callback`` (the first of any kind), which would be the unmonitored
+    ``last_checkpoint`` if a config listed it first: test would then read the last epoch.
+    """
+    monitored = [cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)]
+    return monitored[0].best_model_path if monitored else ""
 
 
 def _keep_history(loggers: list, position: Position) -> None:

@@ -8,12 +8,14 @@ import math
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra.errors import ConfigCompositionException, HydraException
+from pytorch_lightning.callbacks import ModelCheckpoint
 from run_helpers import TINY, compose_train, run_module
 from torchvision.models import resnet50
 
-from src.train import train
+from src.train import best_checkpoint, train
 from src.training.cli import one_line
 from src.training.config import ConfigError
 
@@ -248,13 +250,27 @@ def test_last_ckpt_is_the_last_epoch_when_the_monitor_stops_improving(tmp_path, 
     # save_last=True writes last.ckpt only beside a new best, and a resume redid such epochs
     run = tmp_path / "run"
     monitor_flat = ["callbacks.model_checkpoint.monitor=val/images", "~callbacks.prediction_panel"]
-    train(compose_train([*TINY, "trainer.max_epochs=2", "test=false", *monitor_flat], run, data_dir))
+    train(
+        compose_train([*TINY, "trainer.max_epochs=2", "test=false", *monitor_flat], run, data_dir)
+    )
     ckpts = run / "checkpoints"
     assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["epoch_000.ckpt", "last.ckpt"]
     best = torch.load(ckpts / "epoch_000.ckpt", weights_only=True, map_location="cpu")
     last = torch.load(ckpts / "last.ckpt", weights_only=True, map_location="cpu")
     assert (best["epoch"], last["epoch"]) == (0, 1)
     assert last["global_step"] == 2 * best["global_step"]
+
+
+def test_test_reads_the_monitored_checkpoint_whatever_the_callback_order(tmp_path):
+    # trainer.checkpoint_callback is the first ModelCheckpoint of any kind: with the
+    # unmonitored last.ckpt writer listed first, test would have read the last epoch
+    last = ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None)
+    best = ModelCheckpoint(dirpath=tmp_path, filename="epoch_{epoch:03d}", monitor="val/map")
+    last.best_model_path, best.best_model_path = "last.ckpt", "epoch_003.ckpt"
+    trainer = pl.Trainer(callbacks=[last, best], logger=False, enable_progress_bar=False)
+    assert trainer.checkpoint_callback is last
+    assert best_checkpoint(trainer) == "epoch_003.ckpt"
+    assert best_checkpoint(pl.Trainer(callbacks=[last], logger=False)) == ""
 
 
 def test_checkpoint_of_another_variant_is_refused(tmp_path, data_dir):
