@@ -12,7 +12,7 @@ import pytest
 import torch
 from run_helpers import TINY, compose_train, results, run_module
 
-from src.analysis.ablation import Cell, beats_spread, group
+from src.analysis.ablation import Cell, beats_spread, group, load_jobs
 from src.data.proposals import ProposalFileError, ProposalSet, save_proposals
 from src.models.detector import build_detector
 from src.models.inference import to_float_images
@@ -667,3 +667,23 @@ def test_every_curve_of_a_crowded_figure_has_its_own_style() -> None:
         == 24
     )
     assert styles[id(many[-1])]["color"] == "C6"
+
+
+def test_checkpoints_kept_besides_the_best_do_not_split_a_cell(tmp_path: Path) -> None:
+    """A seed run before last.ckpt had its own callback (model_checkpoint.save_last=true, no
+    last_checkpoint) pools with seeds run after it; the checkpoint monitored is what is tested,
+    so a different mode is another cell."""
+    before = [
+        "experiment=c_fpn",
+        "+callbacks.model_checkpoint.save_last=true",
+        "~callbacks.last_checkpoint",
+    ]
+    _configured_job(tmp_path / "c_s0", before, 0, 0.24)
+    _configured_job(tmp_path / "c_s1", ["experiment=c_fpn"], 1, 0.25)
+    _configured_job(
+        tmp_path / "c_min", ["experiment=c_fpn", "callbacks.model_checkpoint.mode=min"], 0, 0.1
+    )
+    cells = [c for c in group(load_jobs(tmp_path)) if c.row == "c"]
+    assert sorted(len(c.jobs) for c in cells) == [1, 2]
+    assert next(c for c in cells if len(c.jobs) == 2).seeds == [0, 1]
+    assert any("mode" in c.label for c in cells) and not any("save_last" in c.label for c in cells)

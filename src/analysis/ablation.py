@@ -62,10 +62,14 @@ _NOT_GROUPING = re.compile(
 # keys of the composed config that choose the row (the cell's task and variant name it)
 _ROW_KEYS = re.compile(r"^(model\.variant|model\.task|fpn\.lateral|fpn\.top_down|fpn\.levels)$")
 # keys of the composed config that do not change what is trained or measured: names, where
-# files go, what is logged and shown
+# files go, what is logged and shown, which checkpoints are kept besides the best (its monitor
+# and mode choose the model tested, so they still group; runs from before the last_checkpoint
+# callback had model_checkpoint.save_last instead, and pool with those after it)
 _BOOKKEEPING = re.compile(
     r"^(seed|tags|run_name|task_name|paths|logger|hydra|callbacks\.(progress_bar|prediction_panel"
-    r"|timer|lr_monitor|rng_state)|trainer\.(default_root_dir|enable_progress_bar))(\.|$)"
+    r"|timer|lr_monitor|rng_state|last_checkpoint|model_checkpoint\.(save_last|dirpath|filename"
+    r"|auto_insert_metric_name|enable_version_counter|verbose))"
+    r"|trainer\.(default_root_dir|enable_progress_bar))(\.|$)"
 )
 # at most this many settings name a cell in tables and legends (the rest: "+N")
 _LABEL_KEYS = 6
