@@ -45,3 +45,21 @@ def test_command_prints_a_row_per_variant(root, capsys):
           "--max-size", "256", "--anchor-scale", "0.5"])  # fmt: skip
     out = capsys.readouterr().out
     assert "| c5 |" in out and "| p2_only |" in out
+
+
+def test_the_cap_on_positives_per_box_balances_p2_alone(dataset):
+    model = build_detector(
+        "p2_only", "resnet18", len(dataset.category_ids) + 1, rpn_positives_per_box=2, **KNOBS
+    )
+    stats = positives_per_box(model, dataset, num_images=12)
+    assert all(1 <= per_box <= 2 for n, per_box in stats.values() if n), stats
+    assert stats["large"][1] / stats["small"][1] < 3.0 < large_over_small("p2_only", dataset)
+
+
+def test_command_measures_the_capped_rpn(root, capsys):
+    main([str(root), "--images", "2", "--variants", "p2_only", "--min-size", "256",
+          "--max-size", "256", "--anchor-scale", "0.5", "--positives-per-box", "1"])  # fmt: skip
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| p2_only |" in line)
+    cells = [cell.split() for cell in row.split("|")[2:5]]  # "1.0 (3 boxes)"
+    present = [per_box for per_box, count, _ in cells if count != "(0"]
+    assert present and all(per_box == "1.0" for per_box in present), row

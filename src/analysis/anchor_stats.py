@@ -7,7 +7,8 @@ The RPN samples 256 anchors per image, half of them positive at most, uniformly 
 positives. When one object size gets many more positive anchors than another, the RPN trains
 mostly on that size. FPN gives each size its own level and stride, so a box of any size meets
 about the same number of anchors; on a single map (p2_only, c4, c5) a large box overlaps far
-more anchor positions than a small one.
+more anchor positions than a small one. ``--positives-per-box K`` measures the RPN with the
+diagnostic cap of ``src.models.rpn_sampling`` (``model.rpn_positives_per_box=K``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def positives_per_box(
 ) -> dict[str, tuple[int, float]]:
     """{size: (number of boxes, mean positive anchors per box)} over the first images.
 
-    Positives are the RPN matcher's own (IoU >= 0.7, or the best anchor of a box), measured
-    in the model's resized image, where the anchors live.
+    Positives are the RPN's own training labels (IoU >= 0.7, or the best anchor of a box; at
+    most k per box with ``rpn_positives_per_box=k``), each counted for the box it matched,
+    measured in the model's resized image, where the anchors live.
     """
     model.eval()
     boxes_seen = dict.fromkeys(SIZES, 0)
@@ -45,7 +47,9 @@ def positives_per_box(
         boxes = targets[0]["boxes"]
         if len(boxes) == 0:
             continue
-        matched = model.rpn.proposal_matcher(box_iou(boxes, anchors))  # box index or < 0
+        labels, _ = model.rpn.assign_targets_to_anchors([anchors], targets)
+        owner = box_iou(boxes, anchors).argmax(dim=0)  # the box the matcher assigns
+        matched = torch.where(labels[0] == 1, owner, -1)
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         for j, k in enumerate(object_sizes(areas.numpy())):
             size = SIZES[k]
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-size", type=int, default=800)
     parser.add_argument("--max-size", type=int, default=1333)
     parser.add_argument("--anchor-scale", type=float, default=1.0)
+    parser.add_argument(
+        "--positives-per-box", type=int, default=None,
+        help="the RPN's diagnostic cap (model.rpn_positives_per_box); default: none",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     dataset = CocoDetection(args.root, args.split, train=False)
@@ -75,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         model = build_detector(
             variant, args.backbone, num_classes, min_size=args.min_size,
             max_size=args.max_size, anchor_scale=args.anchor_scale,
+            rpn_positives_per_box=args.positives_per_box,
         )  # fmt: skip
         stats = positives_per_box(model, dataset, args.images)
         cells = " | ".join(f"{stats[s][1]:.1f} ({stats[s][0]} boxes)" for s in SIZES)

@@ -25,6 +25,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from src.models.backbones import BottomUp, build_backbone, check_backbone_options
 from src.models.fpn import FeaturePyramid, pyramid_inputs
+from src.models.rpn_sampling import CappedPositivesRPN
 from src.models.stages import TASKS, check_task, strip_for_task
 from src.models.variants import (
     ANCHOR_SIZES,
@@ -137,6 +138,7 @@ def build_detector(
     representation_size: int = 1024,
     channels_last: bool = False,
     task: str = "faster_rcnn",
+    rpn_positives_per_box: int | None = None,
     **torchvision_knobs,
 ) -> FasterRCNN:
     """Build one of the paper's detectors as a torchvision ``FasterRCNN``.
@@ -153,6 +155,9 @@ def build_detector(
         channels_last: NHWC weights and inputs (speed only, see :func:`use_channels_last`).
         task: ``faster_rcnn`` (Table 3), ``rpn`` (Table 1: no RoI heads) or ``fast_rcnn``
             (Table 2: no RPN, fixed proposals); see ``src.models.stages``.
+        rpn_positives_per_box: at most this many positive anchors per ground-truth box in the
+            RPN's training (a diagnostic, see ``src.models.rpn_sampling``); None: torchvision's
+            and the paper's rule.
         **torchvision_knobs: any other FasterRCNN / transform argument (TORCHVISION_KNOBS),
             e.g. ``rpn_post_nms_top_n_test=1000``, ``box_score_thresh=0.05``.
 
@@ -226,6 +231,8 @@ def build_detector(
         box_predictor=FastRCNNPredictor(box_out, num_classes),
         **torchvision_knobs,
     )
+    if rpn_positives_per_box is not None:
+        model.rpn = CappedPositivesRPN.replacing(model.rpn, rpn_positives_per_box)
     model.variant_spec = spec
     strip_for_task(model, task)
     keep_box_outputs_fp32(model)

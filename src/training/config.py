@@ -98,6 +98,9 @@ class ModelConfig:
     rpn_bg_iou_thresh: float = 0.3
     rpn_batch_size_per_image: int = 256
     rpn_positive_fraction: float = 0.5
+    # At most this many positive anchors per box in the RPN's training (a diagnostic of row
+    # (f)'s anchor imbalance, src/models/rpn_sampling.py); None: torchvision's (the paper's) rule.
+    rpn_positives_per_box: int | None = None
     rpn_score_thresh: float = 0.0
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
