@@ -197,6 +197,21 @@ def test_rpn_run_reports_proposal_recall_only(rpn_and_proposals) -> None:
     }
 
 
+def test_anchor_stats_reads_how_a_trained_rpn_scores_each_size(
+    rpn_and_proposals, data_dir, capsys
+) -> None:
+    from src.analysis.anchor_stats import main
+
+    main([str(data_dir / "synthetic"), "--split", "val2017", "--images", "4",
+          "--checkpoint", str(rpn_and_proposals["ckpt"])])  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in lines[3:]}
+    assert set(rows) == {f"positive, {s} box" for s in ("small", "medium", "large")} | {"negative"}
+    per_image, loss, above = (float(x) for x in rows["negative"])
+    assert per_image > 100 and loss > 0 and 0 <= above <= 1
+    assert sum(float(r[0]) for k, r in rows.items() if k != "negative") > 0  # positives seen
+
+
 def test_written_proposals_are_the_rpns_and_fast_rcnn_reads_those(
     rpn_and_proposals, data_dir, tmp_path
 ) -> None:

@@ -9,6 +9,13 @@ mostly on that size. FPN gives each size its own level and stride, so a box of a
 about the same number of anchors; on a single map (p2_only, c4, c5) a large box overlaps far
 more anchor positions than a small one. ``--positives-per-box K`` measures the RPN with the
 diagnostic cap of ``src.models.rpn_sampling`` (``model.rpn_positives_per_box=K``).
+
+``--checkpoint CKPT`` instead reads a trained model (an RPN of Table 1 or a Faster R-CNN) and
+says, per size, how its objectness scores the positive anchors it was trained on, and how many
+negatives it scores as objects: which sizes the RPN has learned.
+
+    python -m src.analysis.anchor_stats data/synthetic --split val2017 --images 40 \
+        --checkpoint outputs/.../checkpoints/last.ckpt
 """
 
 from __future__ import annotations
@@ -17,13 +24,16 @@ import argparse
 from pathlib import Path
 
 import torch
-from torchvision.ops import box_iou
+from torch.nn.functional import binary_cross_entropy_with_logits as bce
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.ops import box_area, box_iou
 
 from src.data.coco import CocoDetection
 from src.data.coco_index import OBJECT_SIZES as SIZES
 from src.data.coco_index import object_sizes
 from src.models.detector import VARIANTS, build_detector
 from src.models.inference import to_float_images
+from src.training.module import DetectionModule
 
 
 @torch.no_grad()
@@ -58,6 +68,42 @@ def positives_per_box(
     return {s: (boxes_seen[s], positives[s] / max(boxes_seen[s], 1)) for s in SIZES}
 
 
+@torch.no_grad()
+def objectness_by_size(model, dataset: CocoDetection, num_images: int) -> dict[str, tuple]:
+    """How a trained RPN scores its own training labels, over the first images.
+
+    Returns:
+        {size: (positive anchors, mean binary cross-entropy, share scored > 0.5)} for
+        ``small``, ``medium``, ``large`` (each positive counted for the box it matched), and
+        ``negative``: (negative anchors, mean cross-entropy, share scored > 0.5).
+    """
+    model.eval()
+    rows = {k: [0, 0.0, 0] for k in (*SIZES, "negative")}
+    for i in range(min(num_images, len(dataset))):
+        image, target = dataset[i]
+        images, targets = model.transform(to_float_images([image]), [target])
+        boxes = targets[0]["boxes"]
+        if len(boxes) == 0:
+            continue
+        maps = list(model.backbone(images.tensors).values())
+        objectness, deltas = model.rpn.head(maps)
+        objectness, _ = concat_box_prediction_layers(objectness, deltas)  # anchors' order
+        anchors = model.rpn.anchor_generator(images, maps)[0]
+        labels = model.rpn.assign_targets_to_anchors([anchors], targets)[0][0]
+        owner = box_iou(boxes, anchors).argmax(dim=0)
+        size = torch.as_tensor(object_sizes(box_area(boxes).numpy()))[owner]
+        logits = objectness.flatten().float()
+        for key, keep, label in [
+            *[(s, (labels == 1) & (size == k), 1.0) for k, s in enumerate(SIZES)],
+            ("negative", labels == 0, 0.0),
+        ]:
+            x = logits[keep]
+            rows[key][0] += len(x)
+            rows[key][1] += float(bce(x, torch.full_like(x, label), reduction="sum"))
+            rows[key][2] += int((x > 0).sum())
+    return {k: (n, total / max(n, 1), above / max(n, 1)) for k, (n, total, above) in rows.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("root", type=Path, help="a COCO-layout dataset folder")
@@ -72,9 +118,25 @@ def main(argv: list[str] | None = None) -> None:
         "--positives-per-box", type=int, default=None,
         help="the RPN's diagnostic cap (model.rpn_positives_per_box); default: none",
     )  # fmt: skip
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None,
+        help="a trained model: report how its RPN scores its positives per size instead",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     dataset = CocoDetection(args.root, args.split, train=False)
+    if args.checkpoint is not None:
+        model = DetectionModule.from_checkpoint(str(args.checkpoint)).model
+        if model.rpn is None:
+            raise SystemExit(f"{args.checkpoint}: a Fast R-CNN (Table 2) model has no RPN")
+        stats = objectness_by_size(model, dataset, args.images)
+        print(f"{args.checkpoint} on {args.root} {args.split}, first {args.images} images")
+        print("| anchors | per image | mean BCE | scored > 0.5 |")
+        print("|---|---:|---:|---:|")
+        for key, (n, loss, above) in stats.items():
+            name = "negative" if key == "negative" else f"positive, {key} box"
+            print(f"| {name} | {n / args.images:.1f} | {loss:.3f} | {above:.3f} |")
+        return
     num_classes = len(dataset.category_ids) + 1
     print(f"{args.root} {args.split}, first {args.images} images; positive anchors per box")
     print(f"| variant | {' | '.join(SIZES)} | large / small |")
