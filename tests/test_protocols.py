@@ -204,12 +204,36 @@ def test_anchor_stats_reads_how_a_trained_rpn_scores_each_size(
 
     main([str(data_dir / "synthetic"), "--split", "val2017", "--images", "4",
           "--checkpoint", str(rpn_and_proposals["ckpt"])])  # fmt: skip
-    lines = capsys.readouterr().out.splitlines()
-    rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in lines[3:]}
+    scores, kept = capsys.readouterr().out.split("\n\n")
+    rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in scores.splitlines()[3:]}
     assert set(rows) == {f"positive, {s} box" for s in ("small", "medium", "large")} | {"negative"}
     per_image, loss, above = (float(x) for x in rows["negative"])
     assert per_image > 100 and loss > 0 and 0 <= above <= 1
     assert sum(float(r[0]) for k, r in rows.items() if k != "negative") > 0  # positives seen
+
+    def proposal_rows(text: str) -> dict[str, list[str]]:
+        cells = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()[3:]]
+        return {c[0]: c[1:] for c in cells}
+
+    # the RPN's own counts (TINY's recipe): at most post-NMS kept, from the levels' candidates
+    own = proposal_rows(kept)
+    assert set(own) == {"training", "testing"}
+    for pre, most, candidates, mean_range, *covered in own.values():
+        mean = float(mean_range.split()[0])
+        assert 0 < mean <= min(float(most), float(candidates))
+        assert float(candidates) <= 5 * int(pre)  # p2..p6, each at most pre-NMS
+        assert all(0 <= float(c) <= 1 for c in covered)
+    # one candidate a level: NMS can keep at most one proposal for each of FPN's five levels
+    main([str(data_dir / "synthetic"), "--split", "val2017", "--images", "4",
+          "--checkpoint", str(rpn_and_proposals["ckpt"]), "--pre-nms-top-n-test", "1"])  # fmt: skip
+    one = proposal_rows(capsys.readouterr().out.split("\n\n")[1])["testing"]
+    assert one[:3] == ["1", own["testing"][1], "5"]
+    mean, (low, high) = float(one[3].split()[0]), one[3].split()[1].strip("()").split("-")
+    assert 0 < int(low) <= mean <= int(high) <= 5
+    with pytest.raises(SystemExit):
+        main([str(data_dir / "synthetic"), "--checkpoint", str(rpn_and_proposals["ckpt"]),
+              "--pre-nms-top-n-train", "0"])  # fmt: skip
+    assert "--pre-nms-top-n-train=0: give a positive count" in capsys.readouterr().err
 
 
 def test_written_proposals_are_the_rpns_and_fast_rcnn_reads_those(

@@ -12,7 +12,10 @@ diagnostic cap of ``src.models.rpn_sampling`` (``model.rpn_positives_per_box=K``
 
 ``--checkpoint CKPT`` instead reads a trained model (an RPN of Table 1 or a Faster R-CNN) and
 says, per size, how its objectness scores the positive anchors it was trained on, and how many
-negatives it scores as objects: which sizes the RPN has learned.
+negatives it scores as objects: which sizes the RPN has learned. It then counts the proposals
+the RPN hands on per image once the pre-NMS top-n and NMS have run, at its training and its
+test settings, and which boxes they cover: one map's top-n candidates can collapse under NMS
+onto a few objects (``--pre-nms-top-n-train/-test`` try other counts on the same weights).
 
     python -m src.analysis.anchor_stats data/synthetic --split val2017 --images 40 \
         --checkpoint outputs/.../checkpoints/last.ckpt
@@ -104,6 +107,73 @@ def objectness_by_size(model, dataset: CocoDetection, num_images: int) -> dict[s
     return {k: (n, total / max(n, 1), above / max(n, 1)) for k, (n, total, above) in rows.items()}
 
 
+@torch.no_grad()
+def proposals_kept(model, dataset: CocoDetection, num_images: int, pre_nms: int, post_nms: int):
+    """What the RPN hands on per image with ``pre_nms`` candidates a level and ``post_nms`` kept.
+
+    The model runs in eval mode (batch-norm on its running statistics) with these counts put in
+    place of its test-time ones, so ``pre_nms``/``post_nms`` of its training settings give the
+    proposals of a training step but for the features' batch statistics.
+
+    Returns:
+        {"candidates": mean pre-NMS candidates per image (sum over levels of min(pre_nms,
+        anchors of the level)), "kept": [proposals kept, per image], "covered": {size: (boxes,
+        share of them with a proposal at IoU >= 0.5)}}.
+    """
+    model.eval()
+    rpn = model.rpn
+    saved = rpn._pre_nms_top_n["testing"], rpn._post_nms_top_n["testing"]
+    rpn._pre_nms_top_n["testing"], rpn._post_nms_top_n["testing"] = pre_nms, post_nms
+    candidates, kept = [], []
+    boxes_seen, hits = dict.fromkeys(SIZES, 0), dict.fromkeys(SIZES, 0)
+    try:
+        for i in range(min(num_images, len(dataset))):
+            image, target = dataset[i]
+            images, targets = model.transform(to_float_images([image]), [target])
+            boxes = targets[0]["boxes"]
+            if len(boxes) == 0:
+                continue
+            features = model.backbone(images.tensors)
+            per_location = rpn.anchor_generator.num_anchors_per_location()
+            candidates.append(sum(
+                min(pre_nms, a * f.shape[-2] * f.shape[-1])
+                for a, f in zip(per_location, features.values(), strict=True)
+            ))  # fmt: skip
+            proposals = rpn(images, features)[0][0]
+            kept.append(len(proposals))
+            best = box_iou(boxes, proposals).max(dim=1).values if len(proposals) else None
+            for j, k in enumerate(object_sizes(box_area(boxes).numpy())):
+                boxes_seen[SIZES[k]] += 1
+                hits[SIZES[k]] += int(best is not None and best[j] >= 0.5)
+    finally:
+        rpn._pre_nms_top_n["testing"], rpn._post_nms_top_n["testing"] = saved
+    return {
+        "candidates": sum(candidates) / max(len(candidates), 1),
+        "kept": kept,
+        "covered": {s: (boxes_seen[s], hits[s] / max(boxes_seen[s], 1)) for s in SIZES},
+    }
+
+
+def print_proposals_kept(model, dataset, num_images: int, pre_nms_train=None, pre_nms_test=None):
+    rpn = model.rpn
+    print(f"\nproposals per image after the pre-NMS top-n and NMS (IoU {rpn.nms_thresh})")
+    print(
+        "| setting | pre-NMS a level | kept at most | candidates | kept: mean (min-max) "
+        f"| {' | '.join(f'{s} boxes covered' for s in SIZES)} |"
+    )
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    for setting, pre in (("training", pre_nms_train), ("testing", pre_nms_test)):
+        pre = pre or rpn._pre_nms_top_n[setting]
+        post = rpn._post_nms_top_n[setting]
+        stats = proposals_kept(model, dataset, num_images, pre, post)
+        kept = stats["kept"] or [0]
+        cells = " | ".join(f"{share:.3f}" for _, share in stats["covered"].values())
+        print(
+            f"| {setting} | {pre} | {post} | {stats['candidates']:.0f} | "
+            f"{sum(kept) / len(kept):.0f} ({min(kept)}-{max(kept)}) | {cells} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("root", type=Path, help="a COCO-layout dataset folder")
@@ -122,7 +192,18 @@ def main(argv: list[str] | None = None) -> None:
         "--checkpoint", type=Path, default=None,
         help="a trained model: report how its RPN scores its positives per size instead",
     )  # fmt: skip
+    for setting in ("train", "test"):
+        parser.add_argument(
+            f"--pre-nms-top-n-{setting}", type=int, default=None,
+            help=f"with --checkpoint: candidates a level before NMS at {setting} time; "
+            "default: the model's own",
+        )  # fmt: skip
     args = parser.parse_args(argv)
+    for flag in ("pre_nms_top_n_train", "pre_nms_top_n_test"):
+        value = getattr(args, flag)
+        if value is not None and (value < 1 or args.checkpoint is None):
+            parser.error(f"--{flag.replace('_', '-')}={value}: give a positive count, "
+                         "with --checkpoint")  # fmt: skip
 
     dataset = CocoDetection(args.root, args.split, train=False)
     if args.checkpoint is not None:
@@ -136,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
         for key, (n, loss, above) in stats.items():
             name = "negative" if key == "negative" else f"positive, {key} box"
             print(f"| {name} | {n / args.images:.1f} | {loss:.3f} | {above:.3f} |")
+        print_proposals_kept(
+            model, dataset, args.images, args.pre_nms_top_n_train, args.pre_nms_top_n_test
+        )
         return
     num_classes = len(dataset.category_ids) + 1
     print(f"{args.root} {args.split}, first {args.images} images; positive anchors per box")
