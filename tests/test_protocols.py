@@ -417,6 +417,27 @@ def test_report_pools_seeds_by_composed_config_across_folders(tmp_path: Path) ->
     assert proc.returncode != 0 and "--out" in proc.stderr
 
 
+def test_an_option_added_later_at_null_does_not_split_a_cell(tmp_path: Path) -> None:
+    """A job recorded before ``model.rpn_positives_per_box`` existed (its config lacks the key)
+    pools with one that has it at null, the default; the cap set to 2 is another cell, named by
+    it."""
+    from omegaconf import OmegaConf
+
+    from src.analysis.ablation import load_jobs
+
+    _configured_job(tmp_path / "old", ["experiment=c_fpn"], 0, 0.24)
+    config = OmegaConf.load(tmp_path / "old" / ".hydra" / "config.yaml")
+    del config.model["rpn_positives_per_box"]  # as written before the option was added
+    OmegaConf.save(config, tmp_path / "old" / ".hydra" / "config.yaml")
+    _configured_job(tmp_path / "new", ["experiment=c_fpn"], 1, 0.23)
+    _configured_job(tmp_path / "cap", ["experiment=c_fpn", "model.rpn_positives_per_box=2"], 0, 0.2)
+    cells = group(load_jobs(tmp_path))
+    assert sorted((c.label, c.seeds) for c in cells) == [
+        ("model.rpn_positives_per_box=-", [0, 1]),
+        ("model.rpn_positives_per_box=2", [0]),
+    ]
+
+
 def _fake_fast_rcnn_job(folder: Path, *overrides: str) -> None:
     """A finished row (c) Fast R-CNN job run with ``overrides`` besides the row's own."""
     _fake_job(folder, "fast_rcnn", "fpn", "c", 0, map=0.2)
@@ -450,6 +471,24 @@ def test_settings_that_split_cells_alike_label_them_once(tmp_path: Path) -> None
     ]
     figure = plot_curves(cells, "fast_rcnn", tmp_path / "curves.png")
     assert figure is not None and figure.stat().st_size > 5000
+
+
+def test_records_without_their_config_are_not_split_by_bookkeeping(tmp_path: Path) -> None:
+    """Copied records may lack ``.hydra/config.yaml``: their overrides then place them, less
+    the bookkeeping a composed config drops too (``~callbacks.progress_bar``), so that a
+    progress bar neither splits a cell nor names proposal files' cells in its place."""
+    from src.analysis.ablation import load_jobs
+
+    _fake_fast_rcnn_job(tmp_path / "a0", "data.proposals.train=/study/set_a/p.npz")
+    _fake_fast_rcnn_job(tmp_path / "a1", "data.proposals.train=/study/set_a/p.npz",
+                        "~callbacks.progress_bar")  # fmt: skip
+    _fake_fast_rcnn_job(tmp_path / "f0", "data.proposals.train=/study/set_f/p.npz",
+                        "~callbacks.progress_bar", "+callbacks.timer.verbose=true")  # fmt: skip
+    cells = group(load_jobs(tmp_path))
+    assert sorted((c.label, len(c.jobs)) for c in cells) == [
+        ("data.proposals.train=…/set_a/…", 2),
+        ("data.proposals.train=…/set_f/…", 1),
+    ]
 
 
 def test_proposal_files_that_tell_cells_apart_are_named_by_their_folder(tmp_path: Path) -> None:

@@ -144,12 +144,14 @@ def job_settings(job: dict[str, Any]) -> dict[str, str]:
     """What puts a job in its cell besides (task, variant): ``{dotted key: value}`` of its
     composed config (``.hydra/config.yaml``, interpolations unresolved) less the seed,
     bookkeeping and the row's keys; ``ckpt_path`` only when it is the model evaluated
-    (``train=false``), not a run resumed. Without ``config.yaml``: the overrides that
-    ``group_label`` keeps, ``{key: value}``."""
+    (``train=false``), not a run resumed; null settings are left out, as if not set.
+    Without ``config.yaml``: the overrides that ``group_label`` keeps, less bookkeeping,
+    ``{key: value}``."""
     path = Path(job.get("dir", "")) / ".hydra" / "config.yaml"
     if not path.is_file():
         pairs = (o.partition("=") for o in group_label(job).split())
-        return {key: value for key, _, value in pairs}
+        # ``~callbacks.progress_bar`` is bookkeeping as much as ``callbacks.progress_bar``
+        return {k: v for k, _, v in pairs if not _BOOKKEEPING.match(k.lstrip("~+"))}
     from omegaconf import OmegaConf
 
     try:
@@ -159,7 +161,13 @@ def job_settings(job: dict[str, Any]) -> dict[str, str]:
     flat = _flatten(config)
     if flat.get("train") == "true":  # a checkpoint resumed from, not the model measured
         flat.pop("ckpt_path", None)
-    return {k: v for k, v in flat.items() if not _BOOKKEEPING.match(k) and not _ROW_KEYS.match(k)}
+    # a null setting is left out: a config written before the key existed (an option added
+    # later, off by default) then matches one that has it at null
+    return {
+        k: v
+        for k, v in flat.items()
+        if v != "null" and not _BOOKKEEPING.match(k) and not _ROW_KEYS.match(k)
+    }
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, str]:
