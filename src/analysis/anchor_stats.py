@@ -71,6 +71,17 @@ def positives_per_box(
     return {s: (boxes_seen[s], positives[s] / max(boxes_seen[s], 1)) for s in SIZES}
 
 
+def _resized_with_features(model, dataset: CocoDetection, num_images: int):
+    """(ImageList, targets, backbone features) of each of the first images that has a box,
+    resized as the model sees them; the model in eval mode."""
+    model.eval()
+    for i in range(min(num_images, len(dataset))):
+        image, target = dataset[i]
+        images, targets = model.transform(to_float_images([image]), [target])
+        if len(targets[0]["boxes"]):
+            yield images, targets, model.backbone(images.tensors)
+
+
 @torch.no_grad()
 def objectness_by_size(model, dataset: CocoDetection, num_images: int) -> dict[str, tuple]:
     """How a trained RPN scores its own training labels, over the first images.
@@ -80,15 +91,10 @@ def objectness_by_size(model, dataset: CocoDetection, num_images: int) -> dict[s
         ``small``, ``medium``, ``large`` (each positive counted for the box it matched), and
         ``negative``: (negative anchors, mean cross-entropy, share scored > 0.5).
     """
-    model.eval()
     rows = {k: [0, 0.0, 0] for k in (*SIZES, "negative")}
-    for i in range(min(num_images, len(dataset))):
-        image, target = dataset[i]
-        images, targets = model.transform(to_float_images([image]), [target])
+    for images, targets, features in _resized_with_features(model, dataset, num_images):
         boxes = targets[0]["boxes"]
-        if len(boxes) == 0:
-            continue
-        maps = list(model.backbone(images.tensors).values())
+        maps = list(features.values())
         objectness, deltas = model.rpn.head(maps)
         objectness, _ = concat_box_prediction_layers(objectness, deltas)  # anchors' order
         anchors = model.rpn.anchor_generator(images, maps)[0]
@@ -108,64 +114,68 @@ def objectness_by_size(model, dataset: CocoDetection, num_images: int) -> dict[s
 
 
 @torch.no_grad()
-def proposals_kept(model, dataset: CocoDetection, num_images: int, pre_nms: int, post_nms: int):
-    """What the RPN hands on per image with ``pre_nms`` candidates a level and ``post_nms`` kept.
+def proposals_kept(model, dataset: CocoDetection, num_images: int, counts: dict[str, tuple]):
+    """What the RPN hands on per image, for each ``{name: (pre_nms, post_nms)}`` of ``counts``:
+    ``pre_nms`` candidates a level before NMS, at most ``post_nms`` kept.
 
     The model runs in eval mode (batch-norm on its running statistics) with these counts put in
-    place of its test-time ones, so ``pre_nms``/``post_nms`` of its training settings give the
-    proposals of a training step but for the features' batch statistics.
+    place of its test-time ones, so its training counts give the proposals of a training step
+    but for the features' batch statistics. The backbone runs once per image for all counts.
 
     Returns:
-        {"candidates": mean pre-NMS candidates per image (sum over levels of min(pre_nms,
-        anchors of the level)), "kept": [proposals kept, per image], "covered": {size: (boxes,
-        share of them with a proposal at IoU >= 0.5)}}.
+        {name: {"candidates": mean pre-NMS candidates per image (sum over levels of
+        min(pre_nms, anchors of the level)), "kept": [proposals kept, per image], "covered":
+        {size: (boxes, share of them with a proposal at IoU >= 0.5)}}}.
     """
-    model.eval()
     rpn = model.rpn
     saved = rpn._pre_nms_top_n["testing"], rpn._post_nms_top_n["testing"]
-    rpn._pre_nms_top_n["testing"], rpn._post_nms_top_n["testing"] = pre_nms, post_nms
-    candidates, kept = [], []
-    boxes_seen, hits = dict.fromkeys(SIZES, 0), dict.fromkeys(SIZES, 0)
+    per_location = rpn.anchor_generator.num_anchors_per_location()
+    stats = {
+        name: {"candidates": [], "kept": [], "seen": dict.fromkeys(SIZES, 0),
+               "hits": dict.fromkeys(SIZES, 0)}
+        for name in counts
+    }  # fmt: skip
     try:
-        for i in range(min(num_images, len(dataset))):
-            image, target = dataset[i]
-            images, targets = model.transform(to_float_images([image]), [target])
+        for images, targets, features in _resized_with_features(model, dataset, num_images):
             boxes = targets[0]["boxes"]
-            if len(boxes) == 0:
-                continue
-            features = model.backbone(images.tensors)
-            per_location = rpn.anchor_generator.num_anchors_per_location()
-            candidates.append(sum(
-                min(pre_nms, a * f.shape[-2] * f.shape[-1])
-                for a, f in zip(per_location, features.values(), strict=True)
-            ))  # fmt: skip
-            proposals = rpn(images, features)[0][0]
-            kept.append(len(proposals))
-            best = box_iou(boxes, proposals).max(dim=1).values if len(proposals) else None
-            for j, k in enumerate(object_sizes(box_area(boxes).numpy())):
-                boxes_seen[SIZES[k]] += 1
-                hits[SIZES[k]] += int(best is not None and best[j] >= 0.5)
+            sizes = [SIZES[k] for k in object_sizes(box_area(boxes).numpy())]
+            anchors = [a * f.shape[-2] * f.shape[-1] for a, f in zip(per_location, features.values(), strict=True)]  # fmt: skip
+            for name, (pre_nms, post_nms) in counts.items():
+                rpn._pre_nms_top_n["testing"], rpn._post_nms_top_n["testing"] = pre_nms, post_nms
+                proposals = rpn(images, features)[0][0]
+                row = stats[name]
+                row["candidates"].append(sum(min(pre_nms, n) for n in anchors))
+                row["kept"].append(len(proposals))
+                best = box_iou(boxes, proposals).max(dim=1).values if len(proposals) else None
+                for j, size in enumerate(sizes):
+                    row["seen"][size] += 1
+                    row["hits"][size] += int(best is not None and best[j] >= 0.5)
     finally:
         rpn._pre_nms_top_n["testing"], rpn._post_nms_top_n["testing"] = saved
     return {
-        "candidates": sum(candidates) / max(len(candidates), 1),
-        "kept": kept,
-        "covered": {s: (boxes_seen[s], hits[s] / max(boxes_seen[s], 1)) for s in SIZES},
+        name: {
+            "candidates": sum(r["candidates"]) / max(len(r["candidates"]), 1),
+            "kept": r["kept"],
+            "covered": {s: (r["seen"][s], r["hits"][s] / max(r["seen"][s], 1)) for s in SIZES},
+        }
+        for name, r in stats.items()
     }
 
 
 def print_proposals_kept(model, dataset, num_images: int, pre_nms_train=None, pre_nms_test=None):
     rpn = model.rpn
+    counts = {
+        setting: (pre or rpn._pre_nms_top_n[setting], rpn._post_nms_top_n[setting])
+        for setting, pre in (("training", pre_nms_train), ("testing", pre_nms_test))
+    }
     print(f"\nproposals per image after the pre-NMS top-n and NMS (IoU {rpn.nms_thresh})")
     print(
         "| setting | pre-NMS a level | kept at most | candidates | kept: mean (min-max) "
         f"| {' | '.join(f'{s} boxes covered' for s in SIZES)} |"
     )
     print("|---|---:|---:|---:|---|---:|---:|---:|")
-    for setting, pre in (("training", pre_nms_train), ("testing", pre_nms_test)):
-        pre = pre or rpn._pre_nms_top_n[setting]
-        post = rpn._post_nms_top_n[setting]
-        stats = proposals_kept(model, dataset, num_images, pre, post)
+    for setting, stats in proposals_kept(model, dataset, num_images, counts).items():
+        pre, post = counts[setting]
         kept = stats["kept"] or [0]
         cells = " | ".join(f"{share:.3f}" for _, share in stats["covered"].values())
         print(
