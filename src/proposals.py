@@ -84,7 +84,10 @@ def write_split(cfg: DictConfig) -> Path:
         len(ids), split, sum(counts) / max(1, len(counts)), min(counts, default=0),
         max(counts, default=0), time.perf_counter() - start, out,
     )  # fmt: skip
-    ProposalSet(out).check_covers(dataset.image_ids, split)  # what was written reads back
+    written = ProposalSet(out)
+    written.check_covers(dataset.image_ids, split)  # what was written reads back
+    # the file's own sha256 depends on the checkpoint's path (its source field); this does not
+    log.info("content sha256 %s (ProposalSet.content_digest)", written.content_digest())
     print(f"{len(ids)} images, up to {per_image} proposals each, written to {out}")
     return out
 

@@ -105,6 +105,31 @@ def test_proposal_file_round_trip_and_detectron2_fields(tmp_path: Path) -> None:
         assert str(raw["bbox_mode"]) == "XYXY_ABS" and raw["boxes"].shape == (8, 4)
 
 
+def test_one_rpns_proposals_share_a_content_digest_whatever_checkpoint_file_wrote_them(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+
+    ids = [1, 5, 9]
+    boxes = [torch.rand(n, 4) * 50 + torch.tensor([0, 0, 50, 50]) for n in (3, 0, 5)]
+    logits = [torch.linspace(2, -2, len(b)) for b in boxes]
+
+    def digests(name: str, source: str, split: str = "val2017", boxes=boxes):
+        path = save_proposals(tmp_path / name, ids, boxes, logits, split=split, source=source)
+        return hashlib.sha256(path.read_bytes()).hexdigest(), ProposalSet(path).content_digest()
+
+    # the same weights saved as last.ckpt and as epoch_006.ckpt: other files, same proposals
+    file_a, content_a = digests("a.npz", "/run/checkpoints/last.ckpt")
+    file_b, content_b = digests("b.npz", "/run/checkpoints/epoch_006.ckpt")
+    assert file_a != file_b and content_a == content_b
+    assert digests("c.npz", "/run/checkpoints/last.ckpt") == (file_a, content_a)  # deterministic
+    # one box moved by one float32 step, or the other split, is another set
+    moved = [b.clone() for b in boxes]
+    moved[2][4, 3] = torch.nextafter(moved[2][4, 3], torch.tensor(1e9))
+    assert digests("d.npz", "/run/checkpoints/last.ckpt", boxes=moved)[1] != content_a
+    assert digests("e.npz", "/run/checkpoints/last.ckpt", split="train2017")[1] != content_a
+
+
 def test_proposal_file_that_does_not_match_is_refused(tmp_path: Path) -> None:
     _write(tmp_path / "p.npz")
     store = ProposalSet(tmp_path / "p.npz")

@@ -13,12 +13,17 @@ data, never code) holding the fields of Detectron2's proposal files, ragged list
 - ``split``: the split the proposals were computed on (``"train2017"``); ``source``: what made
   them (the checkpoint); ``format_version``: 1.
 
+Two files hold the same proposals when their ``ProposalSet.content_digest()`` agree: the file's
+own sha256 also covers ``source``, the checkpoint's path, so the same RPN's proposals written
+from ``last.ckpt`` and from ``epoch_006.ckpt`` (or from another folder) differ byte for byte.
+
 ``ProposalSet.as_detectron2()`` gives the dict Detectron2's ``load_proposals_into_dataset``
 reads (lists per image, ``bbox_mode`` 0 = ``BoxMode.XYXY_ABS``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -155,6 +160,17 @@ class ProposalSet:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def content_digest(self) -> str:
+        """sha256 (hex) of what a training run reads: ``split``, ``ids``, ``counts``, ``boxes``
+        and ``objectness_logits``, each as little-endian bytes. Not ``source``, which names the
+        checkpoint's path, not the proposals."""
+        digest = hashlib.sha256(self.split.encode())
+        counts = np.diff(self.offsets)
+        for array, dtype in ((self.ids, "<i8"), (counts, "<i8"), (self._boxes, "<f4"),
+                             (self._logits, "<f4")):  # fmt: skip
+            digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+        return digest.hexdigest()
 
     def __contains__(self, image_id: int) -> bool:
         return int(image_id) in self._row
