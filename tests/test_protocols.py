@@ -114,7 +114,7 @@ def test_one_rpns_proposals_share_a_content_digest_whatever_checkpoint_file_wrot
     boxes = [torch.rand(n, 4) * 50 + torch.tensor([0, 0, 50, 50]) for n in (3, 0, 5)]
     logits = [torch.linspace(2, -2, len(b)) for b in boxes]
 
-    def digests(name: str, source: str, split: str = "val2017", boxes=boxes):
+    def digests(name, source, split="val2017", ids=ids, boxes=boxes, logits=logits):
         path = save_proposals(tmp_path / name, ids, boxes, logits, split=split, source=source)
         return hashlib.sha256(path.read_bytes()).hexdigest(), ProposalSet(path).content_digest()
 
@@ -123,11 +123,23 @@ def test_one_rpns_proposals_share_a_content_digest_whatever_checkpoint_file_wrot
     file_b, content_b = digests("b.npz", "/run/checkpoints/epoch_006.ckpt")
     assert file_a != file_b and content_a == content_b
     assert digests("c.npz", "/run/checkpoints/last.ckpt") == (file_a, content_a)  # deterministic
-    # one box moved by one float32 step, or the other split, is another set
+    # one box or logit moved by one float32 step, another image id, the same boxes shared out
+    # among the images otherwise, or the other split: each is another set
     moved = [b.clone() for b in boxes]
     moved[2][4, 3] = torch.nextafter(moved[2][4, 3], torch.tensor(1e9))
-    assert digests("d.npz", "/run/checkpoints/last.ckpt", boxes=moved)[1] != content_a
-    assert digests("e.npz", "/run/checkpoints/last.ckpt", split="train2017")[1] != content_a
+    lowered = [s.clone() for s in logits]
+    lowered[0][0] = torch.nextafter(lowered[0][0], torch.tensor(-1e9))
+    flat, flat_logits = torch.cat(boxes), torch.cat(logits)
+    shared_out = [flat[:4], flat[4:4], flat[4:]]
+    others = {
+        "boxes": digests("d.npz", "last.ckpt", boxes=moved),
+        "logits": digests("e.npz", "last.ckpt", logits=lowered),
+        "ids": digests("f.npz", "last.ckpt", ids=[1, 5, 10]),
+        "counts": digests("g.npz", "last.ckpt", boxes=shared_out,
+                          logits=[flat_logits[:4], flat_logits[4:4], flat_logits[4:]]),
+        "split": digests("h.npz", "last.ckpt", split="train2017"),
+    }  # fmt: skip
+    assert all(content != content_a for _, content in others.values()), others
 
 
 def test_proposal_file_that_does_not_match_is_refused(tmp_path: Path) -> None:

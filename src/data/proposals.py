@@ -163,12 +163,14 @@ class ProposalSet:
 
     def content_digest(self) -> str:
         """sha256 (hex) of what a training run reads: ``split``, ``ids``, ``counts``, ``boxes``
-        and ``objectness_logits``, each as little-endian bytes. Not ``source``, which names the
-        checkpoint's path, not the proposals."""
-        digest = hashlib.sha256(self.split.encode())
-        counts = np.diff(self.offsets)
-        for array, dtype in ((self.ids, "<i8"), (counts, "<i8"), (self._boxes, "<f4"),
-                             (self._logits, "<f4")):  # fmt: skip
+        and ``objectness_logits``, each named with its length or shape and then its
+        little-endian bytes. Not ``source``, which names the checkpoint's path, not the
+        proposals."""
+        digest = hashlib.sha256(f"split:{len(self.split)}:{self.split};".encode())
+        fields = {"ids": (self.ids, "<i8"), "counts": (np.diff(self.offsets), "<i8"),
+                  "boxes": (self._boxes, "<f4"), "objectness_logits": (self._logits, "<f4")}  # fmt: skip
+        for name, (array, dtype) in fields.items():
+            digest.update(f"{name}:{array.shape};".encode())
             digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
         return digest.hexdigest()
 
