@@ -4,6 +4,7 @@ Faster R-CNN (Table 3); proposal files; one sweep command per table; the report 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -108,8 +109,6 @@ def test_proposal_file_round_trip_and_detectron2_fields(tmp_path: Path) -> None:
 def test_one_rpns_proposals_share_a_content_digest_whatever_checkpoint_file_wrote_them(
     tmp_path: Path,
 ) -> None:
-    import hashlib
-
     ids = [1, 5, 9]
     boxes = [torch.rand(n, 4) * 50 + torch.tensor([0, 0, 50, 50]) for n in (3, 0, 5)]
     logits = [torch.linspace(2, -2, len(b)) for b in boxes]
@@ -284,6 +283,10 @@ def test_written_proposals_are_the_rpns_and_fast_rcnn_reads_those(
     assert val.split == "val2017" and train.split == "train2017"
     assert max(np.diff(train.offsets)) <= 300 and max(np.diff(val.offsets)) <= 1000
     assert val.source == str(rpn_and_proposals["ckpt"])
+    # each split's log names its file's content digest, the one to compare files by
+    for split, store in (("val2017", val), ("train2017", train)):
+        log_text = (rpn_and_proposals["dir"] / split / "proposals.log").read_text()
+        assert f"content sha256 {store.content_digest()}" in log_text
     # the file holds what the RPN proposes for each image (the paper's 1000 at test)
     module = DetectionModule.from_checkpoint(str(rpn_and_proposals["ckpt"])).eval()
     from src.proposals import set_proposal_count
