@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.analysis.metrics import monitor_for
 from src.models.variants import VariantSpec
-from src.training import cli, ddp, quiet
+from src.training import cli, ddp, machine, quiet
 from src.training.callbacks import EpochTimer
 from src.training.checkpoint_io import AtomicCheckpointIO
 from src.training.checkpoints import check_resumable
@@ -182,6 +182,7 @@ def main(cfg: DictConfig) -> float:
         "run_name": cfg.get("run_name"),
         "backbone": str(cfg.backbone.name),
         "seed": cfg.seed,
+        "machine": machine.describe(),  # the report tells a seed rerun elsewhere by it
     }
 
     def built(module: DetectionModule) -> None:

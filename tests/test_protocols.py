@@ -405,6 +405,53 @@ def test_report_pools_seeds_and_marks_differences_beyond_the_spread(tmp_path: Pa
     assert "52.3 ± 3.1 |" in md  # (d) is not marked
 
 
+def test_report_names_a_seed_a_cell_holds_twice_with_each_runs_machine(tmp_path: Path) -> None:
+    """Seed 0 rerun on another CPU pools into the cell (both counted), and the table says so,
+    naming each run's machine and AP; an older record without ``machine`` says that."""
+    from src.analysis.ablation import load_jobs, machine_name, repeated_seeds
+
+    avx2 = {"cpu": "AMD EPYC 7B13", "cpu_capability": "AVX2", "gpus": []}
+    avx512 = {"cpu": "AMD EPYC 9B14", "cpu_capability": "AVX512", "gpus": []}
+    for name, seed, ap, machine in (("s0", 0, 0.18, avx2), ("s1", 1, 0.19, avx2),
+                                    ("s0_again", 0, 0.20, avx512), ("s2", 2, 0.16, None)):  # fmt: skip
+        _fake_job(tmp_path / "sweep" / name, "faster_rcnn", "p2_only", "f", seed, map=ap)
+        if machine is not None:
+            record = json.loads((tmp_path / "sweep" / name / "results.json").read_text())
+            record["machine"] = machine
+            (tmp_path / "sweep" / name / "results.json").write_text(json.dumps(record))
+    (cell,) = group(load_jobs(tmp_path / "sweep"))
+    assert cell.seeds == [0, 0, 1, 2] and cell.stats("map")[2] == 4
+    assert {s: [j["job"] for j in jobs] for s, jobs in repeated_seeds(cell).items()} == {
+        0: ["s0", "s0_again"]
+    }
+    gpu = {"cpu": "x", "cpu_capability": "AVX2", "gpus": ["NVIDIA H100 80GB HBM3"]}
+    assert machine_name({"machine": gpu}) == "NVIDIA H100 80GB HBM3"
+    assert machine_name({}) == "machine not recorded"
+    md = write_report(tmp_path / "sweep", tmp_path / "out")["md"].read_text()
+    assert "| (f) p2_only (ours only) | 0,0,1,2 |" in md
+    assert (
+        "- (f) p2_only, seed 0 × 2: `s0` (AMD EPYC 7B13, AVX2): AP 18.0; "
+        "`s0_again` (AMD EPYC 9B14, AVX512): AP 20.0"
+    ) in md
+    assert "counts every run" in md
+    # one run per seed: no such note
+    (tmp_path / "sweep" / "s0_again" / "results.json").unlink()
+    md = write_report(tmp_path / "sweep", tmp_path / "out")["md"].read_text()
+    assert "× 2" not in md and "counts every run" not in md
+
+
+def test_machine_record_reads_the_cpu_model_and_survives_without_cpuinfo(tmp_path: Path) -> None:
+    from src.training.machine import cpu_model, describe
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\n")
+    assert cpu_model(info) == "AMD EPYC 9B14"
+    assert cpu_model(tmp_path / "missing") not in ("", None)
+    record = describe()
+    assert set(record) >= {"cpu", "cpu_capability", "threads", "gpus", "torch", "torchvision"}
+    json.dumps(record)  # results.json is strict JSON
+
+
 def _configured_job(folder: Path, overrides: list[str], seed: int, ap: float) -> None:
     """A finished Faster R-CNN job with the composed config that ``overrides`` give."""
     from omegaconf import OmegaConf

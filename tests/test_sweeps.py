@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from run_helpers import REPO, TINY, results, run_module
 
 from src.report import write_report
@@ -101,6 +102,11 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on_and_the_report_shows_it(tm
     failed, no_lateral, fpn = (results(sweep / j) for j in ("0", "1", "2"))
     assert failed["status"] == "failed" and "model.variant" in failed["error"]
     assert (sweep / "0" / "error.log").is_file()
+    # which machine ran each job, failed or not (the report names it beside a repeated seed)
+    for record in (failed, no_lateral, fpn):
+        machine = record["machine"]
+        assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert machine["torch"] == torch.__version__ and machine["threads"] >= 1
     # what the built model was, as results.json records it
     assert no_lateral["status"] == "ok"
     assert (no_lateral["variant"], no_lateral["row"], no_lateral["lateral"]) == (

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.analysis.metrics import paper_columns
+from src.analysis.metrics import METRICS, paper_columns
 from src.analysis.paper import TABLE1, TABLE2, TABLE3
 
 # task -> (the paper's table, its columns, the paper's rows)
@@ -288,6 +288,52 @@ def _setting(key: str, value: str | None) -> str:
     return f"{key}={value.strip(chr(34))}"
 
 
+def machine_name(job: dict[str, Any]) -> str:
+    """What ran a job, from results.json's ``machine`` (src.training.machine): its GPUs, else
+    its CPU with PyTorch's instruction set (``AMD EPYC, AVX512``); older records say so."""
+    machine = job.get("machine")
+    if not isinstance(machine, dict):
+        return "machine not recorded"
+    if machine.get("gpus"):
+        return " + ".join(machine["gpus"])
+    parts = [str(machine[k]) for k in ("cpu", "cpu_capability") if machine.get(k)]
+    return ", ".join(parts) or "machine not recorded"
+
+
+def repeated_seeds(cell: Cell) -> dict[int, list[dict[str, Any]]]:
+    """``{seed: its finished jobs}`` for each seed that ``cell`` holds more than once."""
+    by_seed: dict[int, list[dict[str, Any]]] = {}
+    for job in cell.ok:
+        by_seed.setdefault(int(job.get("seed", 0)), []).append(job)
+    return {seed: jobs for seed, jobs in sorted(by_seed.items()) if len(jobs) > 1}
+
+
+def _repeats_markdown(cells: list[Cell], key: str) -> list[str]:
+    """Lines naming each seed a cell pools more than once, with each run's machine and value."""
+    lines = []
+    for cell in cells:
+        for seed, jobs in repeated_seeds(cell).items():
+            runs = "; ".join(f"`{j['job']}` ({machine_name(j)}): {_value(j, key)}" for j in jobs)
+            lines.append(f"- {cell.name}, seed {seed} × {len(jobs)}: {runs}")
+    if not lines:
+        return []
+    return [
+        "",
+        "Seeds run more than once in one cell; its mean ± std counts every run. Two runs of one",
+        "seed are separate draws only where the machine or software differ: on one CPU a rerun",
+        "trains the same bits (`benchmarks/rerun_bits.py` compares runs), so it adds a copy and",
+        "narrows the spread it should not.",
+        "",
+        *lines,
+    ]
+
+
+def _value(job: dict[str, Any], key: str) -> str:
+    value = job_values(job)[1].get(key)
+    name = next((m.paper for m in METRICS if m.key == key), key)
+    return f"{name} -" if value is None else f"{name} {value:.1f}"
+
+
 def common_overrides(cells: list[Cell]) -> str:
     """The overrides (less seed and row choice) that every job of ``cells`` was run with."""
     per_job = [group_label(j).split() for c in cells for j in c.jobs]
@@ -539,6 +585,7 @@ def table_markdown(cells: list[Cell], task: str) -> str:
         name = cell.name + (f" `{cell.label}`" if len(labels) > 1 and cell.label else "")
         name += " (ours only)" if not theirs else ""
         lines.append(f"| {name} | {seeds} | " + " | ".join(parts) + " |")
+    lines += _repeats_markdown(mine, "ar_1000" if task == "rpn" else "map")
     if task == "faster_rcnn":
         lines += [
             "",

@@ -1,0 +1,55 @@
+"""Which machine and software ran a job, for results.json (``machine``).
+
+Two runs of one config and seed agree bit for bit only on the same kernels: on CPU, PyTorch
+picks them by the instruction set (``cpu_capability``: AVX2, AVX512...), so the study's
+records say which one ran each job, and the report can tell a seed repeated on another machine
+from one run twice.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's ``model name`` (Linux), else what ``platform`` knows, else ``"unknown"``."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def describe() -> dict[str, object]:
+    """``{cpu, cpu_capability, cpu_count, threads, gpus, python, torch, torchvision,
+    pytorch_lightning}``; ``threads``: PyTorch's intra-op threads (a reduction's order
+    depends on them); ``gpus``: the CUDA device names (``[]`` without CUDA)."""
+    gpus = []
+    if torch.cuda.is_available():
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "gpus": gpus,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "pytorch_lightning": _version("pytorch-lightning"),
+    }
