@@ -320,7 +320,7 @@ def _repeats_markdown(cells: list[Cell], key: str) -> list[str]:
     return [
         "",
         "Seeds run more than once in one cell; its mean ± std counts every run. Two runs of one",
-        "seed are separate draws only where the machine or software differ: on one CPU a rerun",
+        "seed are separate draws only where the machine or software differ: on one machine a rerun",
         "trains the same bits (`benchmarks/rerun_bits.py` compares runs), so it adds a copy and",
         "narrows the spread it should not.",
         "",
