@@ -47,6 +47,7 @@ class TrainResult:
     module: DetectionModule
     skipped_images: dict[str, int]  # unreadable images skipped per split role (on_bad_image=skip)
     timing: dict[str, float]  # EpochTimer's: fit_s, validation_s, validation_metrics_s
+    machine: dict[str, Any]  # src.training.machine.describe() of the devices this rank ran on
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
@@ -115,7 +116,11 @@ def train(cfg: DictConfig, on_built=None) -> TrainResult:
         finish_wandb(loggers)
     timers = [cb for cb in trainer.callbacks if isinstance(cb, EpochTimer)]
     timing = timers[0].summary(module) if timers else {}
-    return TrainResult(metrics, module, datamodule.skipped_images, timing)
+    # described after the run: the launcher set this rank's threads, and a CPU job on a GPU
+    # host names no GPU
+    cuda = trainer.strategy.root_device.type == "cuda"
+    used = machine.describe(list(trainer.device_ids) if cuda else [])
+    return TrainResult(metrics, module, datamodule.skipped_images, timing, used)
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str:
@@ -182,7 +187,6 @@ def main(cfg: DictConfig) -> float:
         "run_name": cfg.get("run_name"),
         "backbone": str(cfg.backbone.name),
         "seed": cfg.seed,
-        "machine": machine.describe(),  # the report tells a seed rerun elsewhere by it
     }
 
     def built(module: DetectionModule) -> None:
@@ -199,10 +203,12 @@ def main(cfg: DictConfig) -> float:
         metrics = result.metrics
         record["skipped_images"] = result.skipped_images
         record["timing"] = result.timing
+        record["machine"] = result.machine  # the report tells a seed rerun elsewhere by it
     except Exception as error:
         if not is_rank_zero:
             raise
         record |= {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        record["machine"] = machine.describe()  # which devices it ran on is not known
         record["wall_time_s"] = round(time.perf_counter() - start, 1)
         _write_results(output_dir, record)
         (output_dir / "error.log").write_text(traceback.format_exc())

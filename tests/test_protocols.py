@@ -405,50 +405,76 @@ def test_report_pools_seeds_and_marks_differences_beyond_the_spread(tmp_path: Pa
     assert "52.3 ± 3.1 |" in md  # (d) is not marked
 
 
+def _with_machine(folder: Path, machine: dict | None, status: str = "ok") -> None:
+    record = json.loads((folder / "results.json").read_text())
+    record["status"] = status
+    if machine is not None:
+        record["machine"] = machine
+    (folder / "results.json").write_text(json.dumps(record))
+
+
 def test_report_names_a_seed_a_cell_holds_twice_with_each_runs_machine(tmp_path: Path) -> None:
     """Seed 0 rerun on another CPU pools into the cell (both counted), and the table says so,
-    naming each run's machine and AP; an older record without ``machine`` says that."""
+    naming each run's machine and AP; an older record without ``machine`` says that; a failed
+    rerun of a seed is no repeat."""
     from src.analysis.ablation import load_jobs, machine_name, repeated_seeds
 
-    avx2 = {"cpu": "AMD EPYC 7B13", "cpu_capability": "AVX2", "gpus": []}
-    avx512 = {"cpu": "AMD EPYC 9B14", "cpu_capability": "AVX512", "gpus": []}
-    for name, seed, ap, machine in (("s0", 0, 0.18, avx2), ("s1", 1, 0.19, avx2),
-                                    ("s0_again", 0, 0.20, avx512), ("s2", 2, 0.16, None)):  # fmt: skip
-        _fake_job(tmp_path / "sweep" / name, "faster_rcnn", "p2_only", "f", seed, map=ap)
-        if machine is not None:
-            record = json.loads((tmp_path / "sweep" / name / "results.json").read_text())
-            record["machine"] = machine
-            (tmp_path / "sweep" / name / "results.json").write_text(json.dumps(record))
-    (cell,) = group(load_jobs(tmp_path / "sweep"))
+    avx2 = {"cpu": "AMD EPYC 7B13", "cpu_capability": "AVX2", "gpus": [], "threads": 2}
+    avx512 = {"cpu": "AMD EPYC 9B14", "cpu_capability": "AVX512", "gpus": [], "threads": 2}
+    sweep = tmp_path / "sweep"
+    for name, seed, ap, machine, status in (
+        ("s0", 0, 0.18, avx2, "ok"), ("s1", 1, 0.19, avx2, "ok"),
+        ("s0_again", 0, 0.20, avx512, "ok"), ("s2", 2, 0.16, None, "ok"),
+        ("s2_failed", 2, 0.0, avx512, "failed"),
+    ):  # fmt: skip
+        _fake_job(sweep / name, "faster_rcnn", "p2_only", "f", seed, map=ap)
+        _with_machine(sweep / name, machine, status)
+    (cell,) = group(load_jobs(sweep))
     assert cell.seeds == [0, 0, 1, 2] and cell.stats("map")[2] == 4
     assert {s: [j["job"] for j in jobs] for s, jobs in repeated_seeds(cell).items()} == {
         0: ["s0", "s0_again"]
     }
-    gpu = {"cpu": "x", "cpu_capability": "AVX2", "gpus": ["NVIDIA H100 80GB HBM3"]}
-    assert machine_name({"machine": gpu}) == "NVIDIA H100 80GB HBM3"
     assert machine_name({}) == "machine not recorded"
-    md = write_report(tmp_path / "sweep", tmp_path / "out")["md"].read_text()
+    # a GPU job is named by the GPUs it ran on; a field asked for is shown
+    gpu = {"cpu": "x", "cpu_capability": "AVX2", "gpus": ["NVIDIA H100 80GB HBM3"], "threads": 8}
+    assert machine_name({"machine": gpu}, ("threads",)) == "NVIDIA H100 80GB HBM3, threads 8"
+    md = write_report(sweep, tmp_path / "out")["md"].read_text()
     assert "| (f) p2_only (ours only) | 0,0,1,2 |" in md
     assert (
         "- (f) p2_only, seed 0 × 2: `s0` (AMD EPYC 7B13, AVX2): AP 18.0; "
         "`s0_again` (AMD EPYC 9B14, AVX512): AP 20.0"
     ) in md
-    assert "counts every run" in md
+    assert "counts every run" in md and "seed 2 ×" not in md
+    # same CPU, other thread count: the field that differs is named
+    _with_machine(sweep / "s0_again", avx2 | {"threads": 8})
+    md = write_report(sweep, tmp_path / "out")["md"].read_text()
+    assert "`s0` (AMD EPYC 7B13, AVX2, threads 2): AP 18.0; `s0_again` (AMD EPYC 7B13" in md
     # one run per seed: no such note
-    (tmp_path / "sweep" / "s0_again" / "results.json").unlink()
-    md = write_report(tmp_path / "sweep", tmp_path / "out")["md"].read_text()
+    (sweep / "s0_again" / "results.json").unlink()
+    md = write_report(sweep, tmp_path / "out")["md"].read_text()
     assert "× 2" not in md and "counts every run" not in md
 
 
+def test_report_names_a_repeated_rpn_seed_by_its_recall(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        _fake_job(tmp_path / "sweep" / name, "rpn", "fpn", "c", 1, ar_1000=0.5, ar_100=0.3)
+    md = write_report(tmp_path / "sweep", tmp_path / "out")["md"].read_text()
+    assert "- (c) fpn, seed 1 × 2: `a` (machine not recorded): AR1k 50.0;" in md
+
+
 def test_machine_record_reads_the_cpu_model_and_survives_without_cpuinfo(tmp_path: Path) -> None:
+    import torch
+
     from src.training.machine import cpu_model, describe
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\n")
     assert cpu_model(info) == "AMD EPYC 9B14"
     assert cpu_model(tmp_path / "missing") not in ("", None)
-    record = describe()
-    assert set(record) >= {"cpu", "cpu_capability", "threads", "gpus", "torch", "torchvision"}
+    record = describe([])
+    assert record["gpus"] == [] and describe()["gpus"] is None  # ran on CPU / not known
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert record["threads"] == torch.get_num_threads() and record["torch"] == torch.__version__
     json.dumps(record)  # results.json is strict JSON
 
 

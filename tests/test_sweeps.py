@@ -102,11 +102,13 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on_and_the_report_shows_it(tm
     failed, no_lateral, fpn = (results(sweep / j) for j in ("0", "1", "2"))
     assert failed["status"] == "failed" and "model.variant" in failed["error"]
     assert (sweep / "0" / "error.log").is_file()
-    # which machine ran each job, failed or not (the report names it beside a repeated seed)
+    # which machine ran each job, failed or not (the report names it beside a repeated seed);
+    # these ran on CPU: no GPU named, and for the failed job which devices it had is not known
     for record in (failed, no_lateral, fpn):
         machine = record["machine"]
         assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
         assert machine["torch"] == torch.__version__ and machine["threads"] >= 1
+    assert no_lateral["machine"]["gpus"] == [] and failed["machine"]["gpus"] is None
     # what the built model was, as results.json records it
     assert no_lateral["status"] == "ok"
     assert (no_lateral["variant"], no_lateral["row"], no_lateral["lateral"]) == (

@@ -288,16 +288,23 @@ def _setting(key: str, value: str | None) -> str:
     return f"{key}={value.strip(chr(34))}"
 
 
-def machine_name(job: dict[str, Any]) -> str:
-    """What ran a job, from results.json's ``machine`` (src.training.machine): its GPUs, else
-    its CPU with PyTorch's instruction set (``AMD EPYC, AVX512``); older records say so."""
+# what else besides the CPU or GPU changes a run's bits, shown where two runs of a seed differ in it
+_SOFTWARE = ("threads", "torch", "torchvision", "pytorch_lightning", "python")
+
+
+def machine_name(job: dict[str, Any], also: tuple[str, ...] = ()) -> str:
+    """What ran a job, from results.json's ``machine`` (src.training.machine): the GPUs it ran
+    on, else its CPU with PyTorch's instruction set (``AMD EPYC, AVX512``), then the fields of
+    ``also`` (``threads 2``); older records say "machine not recorded"."""
     machine = job.get("machine")
     if not isinstance(machine, dict):
         return "machine not recorded"
     if machine.get("gpus"):
-        return " + ".join(machine["gpus"])
-    parts = [str(machine[k]) for k in ("cpu", "cpu_capability") if machine.get(k)]
-    return ", ".join(parts) or "machine not recorded"
+        parts = [" + ".join(map(str, machine["gpus"]))]
+    else:
+        parts = [str(machine[k]) for k in ("cpu", "cpu_capability") if machine.get(k)]
+    parts += [f"{k} {machine.get(k, '-')}" for k in also]
+    return ", ".join(parts) if parts else "machine not recorded"
 
 
 def repeated_seeds(cell: Cell) -> dict[int, list[dict[str, Any]]]:
@@ -313,16 +320,21 @@ def _repeats_markdown(cells: list[Cell], key: str) -> list[str]:
     lines = []
     for cell in cells:
         for seed, jobs in repeated_seeds(cell).items():
-            runs = "; ".join(f"`{j['job']}` ({machine_name(j)}): {_value(j, key)}" for j in jobs)
+            machines = [j.get("machine") or {} for j in jobs]
+            also = tuple(k for k in _SOFTWARE if len({str(m.get(k)) for m in machines}) > 1)
+            runs = "; ".join(
+                f"`{j['job']}` ({machine_name(j, also)}): {_value(j, key)}" for j in jobs
+            )
             lines.append(f"- {cell.name}, seed {seed} × {len(jobs)}: {runs}")
     if not lines:
         return []
     return [
         "",
-        "Seeds run more than once in one cell; its mean ± std counts every run. Two runs of one",
-        "seed are separate draws only where the machine or software differ: on one machine a rerun",
-        "trains the same bits (`benchmarks/rerun_bits.py` compares runs), so it adds a copy and",
-        "narrows the spread it should not.",
+        "Seeds run more than once in one cell; its mean ± std counts every run. A seed run twice",
+        "is not an independent draw even on another machine (the same initial weights and data",
+        "order; only rounding differs), and on one CPU machine with the same threads and software",
+        "a rerun trains the same bits (`benchmarks/rerun_bits.py` compares runs): either way it",
+        "narrows the spread more than a new seed would.",
         "",
         *lines,
     ]

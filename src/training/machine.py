@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -35,13 +36,20 @@ def _version(package: str) -> str | None:
         return None
 
 
-def describe() -> dict[str, object]:
+def describe(gpu_ids: Sequence[int] | None = None) -> dict[str, object]:
     """``{cpu, cpu_capability, cpu_count, threads, gpus, python, torch, torchvision,
-    pytorch_lightning}``; ``threads``: PyTorch's intra-op threads (a reduction's order
-    depends on them); ``gpus``: the CUDA device names (``[]`` without CUDA)."""
-    gpus = []
-    if torch.cuda.is_available():
-        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    pytorch_lightning}``. ``threads``: PyTorch's intra-op threads now (a CPU reduction's order
+    depends on them); ``gpus``: the names of the CUDA devices ``gpu_ids`` the job ran on (``[]``:
+    it ran on CPU; None: not known, as for a job that failed before its trainer ran). Only named
+    devices are queried, so a CPU job never starts CUDA."""
+    gpus: list[str] | None = None
+    if gpu_ids is not None:
+        gpus = []
+        for index in gpu_ids:
+            try:
+                gpus.append(torch.cuda.get_device_name(index))
+            except Exception:  # a record is no reason to fail a finished job
+                gpus.append(f"cuda:{index} (name unreadable)")
     return {
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
