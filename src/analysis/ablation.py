@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.analysis.metrics import METRICS, paper_columns
+from src.analysis.metrics import METRICS, monitor_for, paper_columns
 from src.analysis.paper import TABLE1, TABLE2, TABLE3
 
 # task -> (the paper's table, its columns, the paper's rows)
@@ -597,7 +597,8 @@ def table_markdown(cells: list[Cell], task: str) -> str:
         name = cell.name + (f" `{cell.label}`" if len(labels) > 1 and cell.label else "")
         name += " (ours only)" if not theirs else ""
         lines.append(f"| {name} | {seeds} | " + " | ".join(parts) + " |")
-    lines += _repeats_markdown(mine, "ar_1000" if task == "rpn" else "map")
+    # each repeated run shown by the metric its task selects checkpoints on (AP; AR1k for the RPN)
+    lines += _repeats_markdown(mine, monitor_for(task).partition("/")[2])
     if task == "faster_rcnn":
         lines += [
             "",
