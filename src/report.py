@@ -116,15 +116,17 @@ def write_report(
     sweep_dir: str | Path | list[str | Path],
     out_dir: str | Path | None = None,
     loss_steps: int = 10,
+    by_machine: bool = False,
 ) -> dict[str, Path]:
     """Write report.md, report.csv, cells.csv, losses.csv and one curves PNG + CSV per task;
     returns the paths (``png`` is the first table's curves). Several sweep folders need
-    ``out_dir``; ``loss_steps``: how many logged values each end of a loss term averages."""
+    ``out_dir``; ``loss_steps``: how many logged values each end of a loss term averages;
+    ``by_machine``: a cell per machine (``group``), not one pooling the machines' runs."""
     check_steps(loss_steps)
     sweeps = [sweep_dir] if isinstance(sweep_dir, (str, Path)) else list(sweep_dir)
     if len(sweeps) > 1 and out_dir is None:
         raise ValueError(f"{len(sweeps)} sweep folders: name where the report goes (--out DIR)")
-    cells = group(load_sweeps(sweeps))
+    cells = group(load_sweeps(sweeps), by_machine)
     title = " ".join(map(str, sweeps))
     out = Path(out_dir or sweeps[0])
     out.mkdir(parents=True, exist_ok=True)
@@ -178,9 +180,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="where to write (default: the sweep folder; required for several)")  # fmt: skip
     parser.add_argument("--loss-steps", type=int, default=10, metavar="N",
                         help="logged values averaged where each loss term starts and ends (default 10)")  # fmt: skip
+    parser.add_argument("--by-machine", action="store_true",
+                        help="split cells by the machine results.json records (CPU and its "
+                             "instruction set, or GPUs) instead of pooling them")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        paths = write_report(args.sweep_dir, args.out, args.loss_steps)
+        paths = write_report(args.sweep_dir, args.out, args.loss_steps, args.by_machine)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
     print(paths["md"].read_text())

@@ -455,6 +455,46 @@ def test_report_names_a_seed_a_cell_holds_twice_with_each_runs_machine(tmp_path:
     assert "× 2" not in md and "counts every run" not in md
 
 
+def test_report_by_machine_splits_cells_and_compares_each_with_its_own_fpn(tmp_path) -> None:
+    """``--by-machine``: (c) and (f) run on two CPUs are four cells, each named by its machine;
+    (f) is marked against the (c) of its own machine only; pooled, a seed run on both machines
+    is one cell holding it twice."""
+    from src.analysis.ablation import load_jobs
+
+    avx2 = {"cpu": "AMD EPYC 7B13", "cpu_capability": "AVX2", "gpus": [], "threads": 2}
+    avx512 = {"cpu": "AMD EPYC 9B14", "cpu_capability": "AVX512", "gpus": [], "threads": 2}
+    sweep = tmp_path / "sweep"
+    # on AVX2 (f) is far below (c); on AVX-512 within the spread
+    for host, machine, c_aps, f_aps in (("h2", avx2, (0.24, 0.23), (0.17, 0.18)),
+                                        ("h5", avx512, (0.23, 0.21), (0.21, 0.20))):  # fmt: skip
+        for seed in (0, 1):
+            for row, variant, aps in (("c", "fpn", c_aps), ("f", "p2_only", f_aps)):
+                folder = sweep / f"{host}_{row}_s{seed}"
+                _fake_job(folder, "faster_rcnn", variant, row, seed, map=aps[seed])
+                _with_machine(folder, machine)
+    pooled = group(load_jobs(sweep))
+    assert [(c.row, c.seeds) for c in pooled] == [("c", [0, 0, 1, 1]), ("f", [0, 0, 1, 1])]
+    split = group(load_jobs(sweep), by_machine=True)
+    assert [(c.row, c.label, c.seeds) for c in split] == [
+        ("c", "machine=AMD EPYC 7B13, AVX2", [0, 1]), ("c", "machine=AMD EPYC 9B14, AVX512", [0, 1]),
+        ("f", "machine=AMD EPYC 7B13, AVX2", [0, 1]), ("f", "machine=AMD EPYC 9B14, AVX512", [0, 1]),
+    ]  # fmt: skip
+    md = write_report(sweep, tmp_path / "out", by_machine=True)["md"].read_text()
+    assert (
+        "| (f) p2_only `machine=AMD EPYC 7B13, AVX2` (ours only) | 0,1 | - | - | 17.5 ± 0.7 *" in md
+    )
+    assert (
+        "| (f) p2_only `machine=AMD EPYC 9B14, AVX512` (ours only) | 0,1 | - | - | 20.5 ± 0.7 |"
+        in md
+    )
+    assert "× 2" not in md  # no seed is held twice by a cell
+    pooled_md = write_report(sweep, tmp_path / "pooled")["md"].read_text()
+    assert "seed 0 × 2" in pooled_md and "--by-machine" in pooled_md and "machine=" not in pooled_md
+    proc = run_module("src.report", [str(sweep), "--out", str(tmp_path / "cli"), "--by-machine"])
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cli" / "report.md").read_text() == md
+
+
 def test_report_names_a_repeated_rpn_seed_by_its_recall(tmp_path: Path) -> None:
     for name in ("a", "b"):
         _fake_job(tmp_path / "sweep" / name, "rpn", "fpn", "c", 1, ar_1000=0.5, ar_100=0.3)

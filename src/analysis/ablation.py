@@ -211,15 +211,21 @@ class Cell:
         return f"({self.row}) {self.variant}" if self.row else self.variant
 
 
-def group(jobs: list[dict[str, Any]]) -> list[Cell]:
+def group(jobs: list[dict[str, Any]], by_machine: bool = False) -> list[Cell]:
     """Cells of equal (task, variant, ``job_settings``), ordered by table, row and label; a job
     without a task (older results) counts as faster_rcnn. A cell's ``label`` names the settings
-    in which it differs from other cells of its table (``key=value``; ``key=-``: not set)."""
+    in which it differs from other cells of its table (``key=value``; ``key=-``: not set).
+    ``by_machine``: ``machine_name`` is one more setting, so runs of one config on two machines
+    are two cells (``machine=AMD EPYC 9B14, AVX512``), each compared with row (c) of its own
+    machine, instead of one cell pooling both."""
     cells: dict[tuple, Cell] = {}
     for job in jobs:
         task = job.get("task") or "faster_rcnn"
         variant = job.get("variant") or "?"
-        settings = tuple(sorted(job_settings(job).items()))
+        settings = job_settings(job)
+        if by_machine:
+            settings["machine"] = json.dumps(machine_name(job))
+        settings = tuple(sorted(settings.items()))
         key = (task, variant, settings)
         if key not in cells:
             cells[key] = Cell(task, variant, job.get("row"), "", settings=settings)
@@ -334,7 +340,8 @@ def _repeats_markdown(cells: list[Cell], key: str) -> list[str]:
         "is not an independent draw even on another machine (the same initial weights and data",
         "order; only rounding differs), and on one CPU machine with the same threads and software",
         "a rerun trains the same bits (`benchmarks/rerun_bits.py` compares runs): either way it",
-        "narrows the spread more than a new seed would.",
+        "narrows the spread more than a new seed would. `python -m src.report --by-machine`",
+        "gives each machine its own cells.",
         "",
         *lines,
     ]
