@@ -493,6 +493,14 @@ def test_report_by_machine_splits_cells_and_compares_each_with_its_own_fpn(tmp_p
     proc = run_module("src.report", [str(sweep), "--out", str(tmp_path / "cli"), "--by-machine"])
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cli" / "report.md").read_text() == md
+    # a setting that splits the cells as the machines do does not hide the machine's name
+    for folder in sweep.glob("h5_*"):
+        record = json.loads((folder / "results.json").read_text())
+        record["overrides"].append("trainer.precision=bf16-mixed")
+        (folder / "results.json").write_text(json.dumps(record))
+    labels = {c.label for c in group(load_jobs(sweep), by_machine=True)}
+    assert labels == {"machine=AMD EPYC 7B13, AVX2 trainer.precision=-",
+                      "machine=AMD EPYC 9B14, AVX512 trainer.precision=bf16-mixed"}  # fmt: skip
 
 
 def test_report_names_a_repeated_rpn_seed_by_its_recall(tmp_path: Path) -> None:

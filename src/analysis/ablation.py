@@ -254,7 +254,8 @@ def _name_settings(cells: list[Cell]) -> None:
     for key in by_length:
         values = [d.get(key) for d in as_dicts]
         kept.setdefault(tuple(values.index(v) for v in values), key)
-    differing = [k for k in differing if k in kept.values()]
+    # the machine (``group(by_machine=True)``) is named even where a setting splits alike
+    differing = [k for k in differing if k in kept.values() or k == "machine"]
     shown = {k: _distinct_parts([d.get(k) for d in as_dicts]) for k in differing}
     for i, cell in enumerate(cells):
         parts = [_setting(k, shown[k][i]) for k in differing[:_LABEL_KEYS]]
