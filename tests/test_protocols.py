@@ -526,6 +526,17 @@ def test_machine_record_reads_the_cpu_model_and_survives_without_cpuinfo(tmp_pat
     json.dumps(record)  # results.json is strict JSON
 
 
+def test_machine_record_names_the_instruction_set_caps_a_replay_needs(monkeypatch) -> None:
+    from src.training.machine import ISA_CAPS, describe
+
+    for name in ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    assert describe([])["isa_caps"] == {}
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "")  # set but empty: no cap
+    assert describe([])["isa_caps"] == {"DNNL_MAX_CPU_ISA": "AVX2"}
+
+
 def _configured_job(folder: Path, overrides: list[str], seed: int, ap: float) -> None:
     """A finished Faster R-CNN job with the composed config that ``overrides`` give."""
     from omegaconf import OmegaConf

@@ -36,9 +36,20 @@ def _version(package: str) -> str | None:
         return None
 
 
+# caps on the vector instructions the kernels may use: a run replays one from another kind of
+# host only under the same caps (study section 40: PyTorch's and oneDNN's both)
+ISA_CAPS = (
+    "ATEN_CPU_CAPABILITY",
+    "DNNL_MAX_CPU_ISA",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+)
+
+
 def describe(gpu_ids: Sequence[int] | None = None) -> dict[str, object]:
-    """``{cpu, cpu_capability, cpu_count, threads, gpus, python, torch, torchvision,
-    pytorch_lightning}``. ``threads``: PyTorch's intra-op threads now (a CPU reduction's order
+    """``{cpu, cpu_capability, cpu_count, threads, gpus, isa_caps, python, torch, torchvision,
+    pytorch_lightning}``. ``isa_caps``: those of ``ISA_CAPS`` set in the environment
+    (``{"DNNL_MAX_CPU_ISA": "AVX2"}``; ``{}``: none). ``threads``: PyTorch's intra-op threads now (a CPU reduction's order
     depends on them); ``gpus``: the names of the CUDA devices ``gpu_ids`` the job ran on (``[]``:
     it ran on CPU; None: not known, as for a job that failed before its trainer ran). Only named
     devices are queried, so a CPU job never starts CUDA."""
@@ -56,6 +67,7 @@ def describe(gpu_ids: Sequence[int] | None = None) -> dict[str, object]:
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "gpus": gpus,
+        "isa_caps": {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)},
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),
