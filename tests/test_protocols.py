@@ -501,6 +501,19 @@ def test_report_by_machine_splits_cells_and_compares_each_with_its_own_fpn(tmp_p
     labels = {c.label for c in group(load_jobs(sweep), by_machine=True)}
     assert labels == {"machine=AMD EPYC 7B13, AVX2 trainer.precision=-",
                       "machine=AMD EPYC 9B14, AVX512 trainer.precision=bf16-mixed"}  # fmt: skip
+    # a run under instruction-set caps rounds as the capped host does: a cell of its own, and
+    # pooled, the repeated-seed note tells it from the uncapped run
+    capped = avx512 | {"isa_caps": {"ATEN_CPU_CAPABILITY": "avx2", "DNNL_MAX_CPU_ISA": "AVX2"}}
+    _fake_job(sweep / "h5cap_f_s0", "faster_rcnn", "p2_only", "f", 0, map=0.18)
+    _with_machine(sweep / "h5cap_f_s0", capped)
+    capped_label = "machine=AMD EPYC 9B14, AVX512, ATEN_CPU_CAPABILITY=avx2, DNNL_MAX_CPU_ISA=AVX2"
+    f_cells = [c for c in group(load_jobs(sweep), by_machine=True) if c.row == "f"]
+    assert [(c.label.split(" trainer")[0], c.seeds) for c in f_cells] == [
+        ("machine=AMD EPYC 7B13, AVX2", [0, 1]), ("machine=AMD EPYC 9B14, AVX512", [0, 1]),
+        (capped_label, [0]),
+    ]  # fmt: skip
+    pooled_md = write_report(sweep, tmp_path / "pooled")["md"].read_text()
+    assert "`h5cap_f_s0` (AMD EPYC 9B14, AVX512, ATEN_CPU_CAPABILITY=avx2, " in pooled_md
 
 
 def test_report_names_a_repeated_rpn_seed_by_its_recall(tmp_path: Path) -> None:

@@ -301,8 +301,9 @@ _SOFTWARE = ("threads", "torch", "torchvision", "pytorch_lightning", "python")
 
 def machine_name(job: dict[str, Any], also: tuple[str, ...] = ()) -> str:
     """What ran a job, from results.json's ``machine`` (src.training.machine): the GPUs it ran
-    on, else its CPU with PyTorch's instruction set (``AMD EPYC, AVX512``), then the fields of
-    ``also`` (``threads 2``); older records say "machine not recorded"."""
+    on, else its CPU with PyTorch's instruction set (``AMD EPYC, AVX512``), then the caps on
+    the instruction set it ran under (``DNNL_MAX_CPU_ISA=AVX2``), then the fields of ``also``
+    (``threads 2``); older records say "machine not recorded"."""
     machine = job.get("machine")
     if not isinstance(machine, dict):
         return "machine not recorded"
@@ -310,6 +311,9 @@ def machine_name(job: dict[str, Any], also: tuple[str, ...] = ()) -> str:
         parts = [" + ".join(map(str, machine["gpus"]))]
     else:
         parts = [str(machine[k]) for k in ("cpu", "cpu_capability") if machine.get(k)]
+    # a capped run rounds as the capped host does (study section 40): it is another machine
+    caps = machine.get("isa_caps")
+    parts += [f"{k}={v}" for k, v in caps.items()] if isinstance(caps, dict) else []
     parts += [f"{k} {machine.get(k, '-')}" for k in also]
     return ", ".join(parts) if parts else "machine not recorded"
 

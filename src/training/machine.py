@@ -49,10 +49,10 @@ ISA_CAPS = (
 def describe(gpu_ids: Sequence[int] | None = None) -> dict[str, object]:
     """``{cpu, cpu_capability, cpu_count, threads, gpus, isa_caps, python, torch, torchvision,
     pytorch_lightning}``. ``isa_caps``: those of ``ISA_CAPS`` set in the environment
-    (``{"DNNL_MAX_CPU_ISA": "AVX2"}``; ``{}``: none). ``threads``: PyTorch's intra-op threads now (a CPU reduction's order
-    depends on them); ``gpus``: the names of the CUDA devices ``gpu_ids`` the job ran on (``[]``:
-    it ran on CPU; None: not known, as for a job that failed before its trainer ran). Only named
-    devices are queried, so a CPU job never starts CUDA."""
+    (``{"DNNL_MAX_CPU_ISA": "AVX2"}``; ``{}``: none). ``threads``: PyTorch's intra-op threads
+    now (a CPU reduction's order depends on them); ``gpus``: the names of the CUDA devices
+    ``gpu_ids`` the job ran on (``[]``: it ran on CPU; None: not known, as for a job that failed
+    before its trainer ran). Only named devices are queried, so a CPU job never starts CUDA."""
     gpus: list[str] | None = None
     if gpu_ids is not None:
         gpus = []
