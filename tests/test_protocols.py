@@ -371,10 +371,13 @@ def test_each_tables_sweep_runs_all_six_rows_fast_dev_run(
 
 
 # ---- the report over seeds ------------------------------------------------------------------
-def _fake_job(folder: Path, task: str, variant: str, row: str, seed: int, **values) -> None:
+def _fake_job(
+    folder: Path, task: str, variant: str, row: str, seed: int, extra: tuple = (), **values
+) -> None:
+    """A job folder with only ``results.json``: grouped by its overrides (``extra`` among them)."""
     folder.mkdir(parents=True)
     record = {"task": task, "variant": variant, "row": row, "seed": seed, "status": "ok",
-              "overrides": [f"experiment=x/{variant}", f"seed={seed}"],
+              "overrides": [f"experiment=x/{variant}", f"seed={seed}", *extra],
               "metrics": {f"test/{k}": v for k, v in values.items()}}  # fmt: skip
     (folder / "results.json").write_text(json.dumps(record))
 
@@ -403,6 +406,33 @@ def test_report_pools_seeds_and_marks_differences_beyond_the_spread(tmp_path: Pa
     )
     assert "30.0 ± 1.0 *" in md  # (b) is below (c) beyond the spread
     assert "52.3 ± 3.1 |" in md  # (d) is not marked
+
+
+def test_a_row_without_a_comparable_fpn_is_named_not_left_silently_unmarked(tmp_path) -> None:
+    """A row run with a setting no row (c) ran with gets no ``*`` (its (c) would differ in more
+    than the row), and the report says so under the table, naming the settings that differ;
+    once a (c) with that setting is there, the row is marked against it and the note goes."""
+    sweep, cap = tmp_path / "sweep", ("model.rpn_positives_per_box=2",)
+    for name, variant, row, maps, extra in (
+        ("c", "fpn", "c", (0.50, 0.52, 0.54), ()),
+        ("d", "bottom_up", "d", (0.49, 0.55, 0.53), ()),
+        ("f_cap", "p2_only", "f", (0.30, 0.31, 0.29), cap),
+    ):  # fmt: skip
+        for seed, value in enumerate(maps):
+            job = sweep / f"{name}_s{seed}"
+            _fake_job(job, "faster_rcnn", variant, row, seed, extra, map=value)
+    md = write_report(sweep, tmp_path / "out")["md"].read_text()
+    assert "| 30.0 ± 1.0 |" in md  # 22 below (c), unmarked: no (c) shares its cap
+    assert "Rows not compared with (c), so never marked:" in md
+    assert (
+        "- (f) p2_only `model.rpn_positives_per_box=2`: no row (c) ran with its settings; the "
+        "nearest, (c) fpn `model.rpn_positives_per_box=-`, differs in `model.rpn_positives_per_box`"
+    ) in md
+    assert "- (d) bottom_up" not in md  # compared with (c): within the spread, not named
+    for seed, value in enumerate((0.50, 0.52, 0.54)):
+        _fake_job(sweep / f"c_cap_s{seed}", "faster_rcnn", "fpn", "c", seed, cap, map=value)
+    md = write_report(sweep, tmp_path / "out")["md"].read_text()
+    assert "| 30.0 ± 1.0 * |" in md and "not compared" not in md
 
 
 def _with_machine(folder: Path, machine: dict | None, status: str = "ok") -> None:

@@ -11,8 +11,10 @@ grouped by its overrides instead. The job's ``task`` picks the paper's table it 
 - ``fast_rcnn`` -> Table 2 (AP of Fast R-CNN on fixed proposals),
 - ``faster_rcnn`` -> Table 3 (AP of Faster R-CNN; the paper has rows (a)-(c) only).
 
-A row's difference from row (c) of the same table is *marked* when it exceeds the seed spread:
-``|mean - mean_c| > std + std_c`` with at least two seeds on both sides.
+A row's difference from row (c) of the same table and settings is *marked* when it exceeds the
+seed spread: ``|mean - mean_c| > std + std_c`` with at least two seeds on both sides. A row that
+no (c) shares its settings with is named under its table, with the settings that differ from the
+nearest (c), since it is never marked.
 """
 
 from __future__ import annotations
@@ -383,6 +385,35 @@ def reference_cell(cells: list[Cell], cell: Cell) -> Cell | None:
     return None
 
 
+def differing_settings(cell: Cell, other: Cell) -> list[str]:
+    """The settings (``job_settings`` keys) whose values differ between two cells, sorted."""
+    a, b = dict(cell.settings), dict(other.settings)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def _unmatched_markdown(cells: list[Cell], mine: list[Cell]) -> list[str]:
+    """Lines naming each row of ``mine`` that no row (c) shares its settings with, so a missing
+    ``*`` is not read as "within the spread", with the settings in which it differs from the
+    nearest (c) (the fewest differing settings)."""
+    fpns = [c for c in mine if c.row == "c"]
+    lines = []
+    for cell in mine:
+        if cell.row == "c" or not fpns or reference_cell(cells, cell) is not None:
+            continue
+        nearest = min(fpns, key=lambda c: len(differing_settings(cell, c)))
+        keys = differing_settings(cell, nearest)
+        shown = ", ".join(f"`{k}`" for k in keys[:6])
+        shown += f" and {len(keys) - 6} more" if len(keys) > 6 else ""
+        label, nearest_label = (f" `{c.label}`" if c.label else "" for c in (cell, nearest))
+        lines.append(
+            f"- {cell.name}{label}: no row (c) ran with its settings; the nearest, "
+            f"{nearest.name}{nearest_label}, differs in {shown}"
+        )
+    if not lines:
+        return []
+    return ["", "Rows not compared with (c), so never marked:", "", *lines]
+
+
 def mean_std(values: list[float]) -> tuple[float, float, int]:
     """(mean, sample std (0 for one value), n) of a non-empty list."""
     mean = sum(values) / len(values)
@@ -609,6 +640,7 @@ def table_markdown(cells: list[Cell], task: str) -> str:
         name = cell.name + (f" `{cell.label}`" if len(labels) > 1 and cell.label else "")
         name += " (ours only)" if not theirs else ""
         lines.append(f"| {name} | {seeds} | " + " | ".join(parts) + " |")
+    lines += _unmatched_markdown(cells, mine)
     # each repeated run shown by the metric its task selects checkpoints on (AP; AR1k for the RPN)
     lines += _repeats_markdown(mine, monitor_for(task).partition("/")[2])
     if task == "faster_rcnn":
