@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -433,6 +434,18 @@ def test_a_row_without_a_comparable_fpn_is_named_not_left_silently_unmarked(tmp_
         _fake_job(sweep / f"c_cap_s{seed}", "faster_rcnn", "fpn", "c", seed, cap, map=value)
     md = write_report(sweep, tmp_path / "out")["md"].read_text()
     assert "| 30.0 ± 1.0 * |" in md and "not compared" not in md
+    for folder in sweep.glob("c*_s*"):  # no (c) at all: the table says so
+        shutil.rmtree(folder)
+    md = write_report(sweep, tmp_path / "out")["md"].read_text()
+    assert "No row (c) in this table, so no row is compared with it or marked." in md
+    # two (c)s that differ from (f) alike: the nearest is the one with more seeds
+    _fake_job(sweep / "c_lr1_s0", "faster_rcnn", "fpn", "c", 0, ("optim.lr=0.01",), map=0.5)
+    for seed in range(3):
+        _fake_job(sweep / f"c_lr2_s{seed}", "faster_rcnn", "fpn", "c", seed, ("optim.lr=0.02",),
+                  map=0.5)  # fmt: skip
+    md = write_report(sweep, tmp_path / "out")["md"].read_text()
+    line = next(x for x in md.splitlines() if x.startswith("- (f) p2_only"))
+    assert "optim.lr=0.02" in line.partition("the nearest")[2] and "0.01" not in line, line
 
 
 def _with_machine(folder: Path, machine: dict | None, status: str = "ok") -> None:

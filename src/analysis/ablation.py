@@ -392,15 +392,19 @@ def differing_settings(cell: Cell, other: Cell) -> list[str]:
 
 
 def _unmatched_markdown(cells: list[Cell], mine: list[Cell]) -> list[str]:
-    """Lines naming each row of ``mine`` that no row (c) shares its settings with, so a missing
-    ``*`` is not read as "within the spread", with the settings in which it differs from the
-    nearest (c) (the fewest differing settings)."""
+    """Lines naming each row of ``mine`` that no row (c) shares its settings with (with
+    ``--by-machine`` the machine is one of them), so a missing ``*`` is not read as "within the
+    spread", with the settings in which it differs from the nearest (c) (the fewest differing
+    settings); or one line saying the table has no (c) at all."""
     fpns = [c for c in mine if c.row == "c"]
+    if not fpns:
+        return ["", "No row (c) in this table, so no row is compared with it or marked."]
     lines = []
     for cell in mine:
-        if cell.row == "c" or not fpns or reference_cell(cells, cell) is not None:
+        if cell.row == "c" or reference_cell(cells, cell) is not None:
             continue
-        nearest = min(fpns, key=lambda c: len(differing_settings(cell, c)))
+        # among (c)s that differ alike (say, one per machine), the one with most seeds
+        nearest = min(fpns, key=lambda c: (len(differing_settings(cell, c)), -len(c.ok)))
         keys = differing_settings(cell, nearest)
         shown = ", ".join(f"`{k}`" for k in keys[:6])
         shown += f" and {len(keys) - 6} more" if len(keys) > 6 else ""
@@ -620,7 +624,8 @@ def table_markdown(cells: list[Cell], task: str) -> str:
         f"## {table}: {PROTOCOLS[task]}",
         "",
         "Ours: mean ± std over seeds (percent; test split at the best checkpoint), `*` where the",
-        "difference from row (c) exceeds the seed spread (|Δ| > std + std_c, n ≥ 2 both).",
+        "difference from row (c) of the same settings exceeds the seed spread (|Δ| > std + std_c,",
+        "n ≥ 2 both).",
         f"Paper: ResNet-50 on COCO minival (Lin et al. 2017), {table}.",
         "",
         *([f"Overrides of every job: `{common}`", ""] if common else []),
