@@ -139,21 +139,24 @@ def test_switch_overrides_run(overrides, tmp_path, data_dir):
 
 
 @pytest.mark.parametrize(
-    ("override", "named"),
+    ("override", "named", "allowed"),
     [
-        ("fpn.lateral=maybe", "fpn.lateral"),
-        ("backbone.norm=layer", "backbone.norm"),
-        ("model.variant=c6", "model.variant"),
-        ("fpn.levels=[p7]", "fpn.levels"),
-        ("fpn.out_channels=wide", "fpn.out_channels"),
-        ("model.min_size=[a]", "model.min_size"),
-        ("trainer.max_epochs=abc", "trainer.max_epochs"),
+        ("fpn.lateral=maybe", "fpn.lateral", "true or false"),
+        ("backbone.norm=layer", "backbone.norm", "one of"),
+        ("model.variant=c6", "model.variant", "one of"),
+        ("fpn.levels=[p7]", "fpn.levels", "one of"),
+        ("fpn.out_channels=wide", "fpn.out_channels", "an integer"),
+        ("model.min_size=[a]", "model.min_size", "an integer"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs", "an integer or null"),
+        ("backbone.trainable_layers=x", "backbone.trainable_layers", "an integer or null"),
     ],
 )
-def test_wrong_types_are_refused_while_composing(override, named, tmp_path, data_dir):
+def test_wrong_types_are_refused_while_composing(override, named, allowed, tmp_path, data_dir):
     with pytest.raises(ConfigCompositionException) as error:
         compose_train([*TINY, override], tmp_path, data_dir)
-    assert one_line(error.value).startswith(override)
+    line = one_line(error.value)
+    assert line.startswith(f"{override}:") and allowed in line, line
+    assert "\n" not in line
     assert named in str(error.value.__cause__)
 
 
@@ -177,19 +180,16 @@ def test_bad_values_are_refused_before_anything_is_built(override, named, tmp_pa
 
 
 def test_a_wrong_type_is_one_line_and_builds_nothing(tmp_path):
-    """As the user sees it: `python -m src.train fpn.out_channels=wide`."""
-    for override, expected in (
-        ("trainer.max_epochs=abc", "an integer or null"),
-        ("fpn.out_channels=wide", "an integer"),
-        ("backbone.trainable_layers=x", "an integer or null"),
-    ):
-        run_dir = tmp_path / override.split("=")[0]
-        proc = run_module("src.train", [override, f"hydra.run.dir={run_dir}"], timeout=60)
-        assert proc.returncode == 2, proc.stderr
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-        assert lines[0].startswith(f"error: {override}:") and expected in lines[0], lines[0]
-        assert not run_dir.exists()
+    """As the user sees it: `python -m src.train fpn.out_channels=wide`. One process (10 s to
+    start on 2 cores); the message of each wrong type is checked in process above."""
+    override = "fpn.out_channels=wide"
+    run_dir = tmp_path / "run"
+    proc = run_module("src.train", [override, f"hydra.run.dir={run_dir}"], timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"error: {override}:") and "an integer" in lines[0], lines[0]
+    assert not run_dir.exists()
 
 
 def test_unknown_group_option_lists_the_allowed_ones(tmp_path, data_dir):
