@@ -25,6 +25,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from src.models.backbones import BottomUp, build_backbone, check_backbone_options
 from src.models.fpn import FeaturePyramid, pyramid_inputs
+from src.models.rpn_gradient import detach_rpn_inputs
 from src.models.rpn_sampling import CappedPositivesRPN
 from src.models.stages import TASKS, check_task, strip_for_task
 from src.models.variants import (
@@ -139,6 +140,7 @@ def build_detector(
     channels_last: bool = False,
     task: str = "faster_rcnn",
     rpn_positives_per_box: int | None = None,
+    rpn_detach_features: bool | None = None,
     **torchvision_knobs,
 ) -> FasterRCNN:
     """Build one of the paper's detectors as a torchvision ``FasterRCNN``.
@@ -158,6 +160,10 @@ def build_detector(
         rpn_positives_per_box: at most this many positive anchors per ground-truth box in the
             RPN's training (a diagnostic, see ``src.models.rpn_sampling``); None: torchvision's
             and the paper's rule.
+        rpn_detach_features: True: the RPN's losses do not reach the backbone and pyramid (a
+            diagnostic of one map carrying both tasks' gradients, see
+            ``src.models.rpn_gradient``); None or False: they do, as in torchvision. Only with
+            ``task="faster_rcnn"``: the RPN alone would train no features, Fast R-CNN has no RPN.
         **torchvision_knobs: any other FasterRCNN / transform argument (TORCHVISION_KNOBS),
             e.g. ``rpn_post_nms_top_n_test=1000``, ``box_score_thresh=0.05``.
 
@@ -171,6 +177,15 @@ def build_detector(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
             f"num_classes={num_classes!r} is not allowed: an int >= 2 (with background)"
+        )
+    if rpn_detach_features not in (None, False, True):
+        raise ValueError(
+            f"rpn_detach_features={rpn_detach_features!r} is not allowed: true, false or null"
+        )
+    if rpn_detach_features and task != "faster_rcnn":
+        raise ValueError(
+            f"rpn_detach_features=true is not allowed with task={task!r}: only with "
+            "task=faster_rcnn (with rpn nothing would train the features; fast_rcnn has no RPN)"
         )
     if not anchor_scale > 0:
         raise ValueError(f"anchor_scale={anchor_scale!r} is not allowed: use a number > 0")
@@ -233,6 +248,8 @@ def build_detector(
     )
     if rpn_positives_per_box is not None:
         model.rpn = CappedPositivesRPN.replacing(model.rpn, rpn_positives_per_box)
+    if rpn_detach_features:
+        detach_rpn_inputs(model.rpn.head)
     model.variant_spec = spec
     strip_for_task(model, task)
     keep_box_outputs_fp32(model)

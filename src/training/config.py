@@ -101,6 +101,10 @@ class ModelConfig:
     # At most this many positive anchors per box in the RPN's training (a diagnostic of row
     # (f)'s anchor imbalance, src/models/rpn_sampling.py); None: torchvision's (the paper's) rule.
     rpn_positives_per_box: int | None = None
+    # True: the RPN's losses stop at its input, so the features learn from the RoI heads alone
+    # (a diagnostic of row (f)'s one map carrying both tasks' gradients,
+    # src/models/rpn_gradient.py); None: they reach the features, as in torchvision.
+    rpn_detach_features: bool | None = None
     rpn_score_thresh: float = 0.0
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
@@ -391,6 +395,12 @@ def check(cfg: DictConfig) -> VariantSpec:
 
 def _check_task(cfg: DictConfig) -> None:
     task = str(cfg.model.task)
+    if cfg.model.get("rpn_detach_features") and task != "faster_rcnn":
+        raise ConfigError(
+            f"model.rpn_detach_features=true is not allowed with model.task={task}: only with "
+            "model.task=faster_rcnn (with rpn nothing would train the features; fast_rcnn has "
+            "no RPN)"
+        )
     given = {k: v for k, v in cfg.data.proposals.items() if v is not None}
     if task != "fast_rcnn":
         if given:
