@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import time
 import traceback
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from src.analysis.metrics import monitor_for
 from src.models.variants import VariantSpec
@@ -204,6 +206,18 @@ def main(cfg: DictConfig) -> float:
         record["skipped_images"] = result.skipped_images
         record["timing"] = result.timing
         record["machine"] = result.machine  # the report tells a seed rerun elsewhere by it
+    except SIGTERMException:
+        # Lightning turns SIGTERM (a scheduler's preemption, `timeout`, `kill`) into a bare
+        # SystemExit, status 0: the job would pass for finished with no results.json
+        if is_rank_zero:
+            last = output_dir / "checkpoints" / "last.ckpt"
+            resume = f"resume with ckpt_path={last}" if last.is_file() else "no checkpoint yet"
+            record |= {"status": "interrupted", "error": f"SIGTERM before the end; {resume}"}
+            record["machine"] = machine.describe()
+            record["wall_time_s"] = round(time.perf_counter() - start, 1)
+            _write_results(output_dir, record)
+            log.error("job stopped by SIGTERM (%s)", resume)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as error:
         if not is_rank_zero:
             raise

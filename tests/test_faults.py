@@ -173,6 +173,27 @@ def test_resuming_in_the_same_folder_keeps_the_history(tmp_path, data_dir):
     assert (run / "train.log").read_text().startswith(log_before)
 
 
+def test_a_job_stopped_by_sigterm_exits_143_and_says_where_to_resume(tmp_path, data_dir):
+    """Lightning alone exits 0 on SIGTERM and writes nothing: a preempted job looked finished."""
+    run = tmp_path / "run"
+    sigterm = [
+        "+callbacks.sigterm._target_=run_helpers.SigtermAtEpoch",
+        "+callbacks.sigterm.epoch=1",
+    ]
+    proc = run_module(
+        "src.train",
+        [*QUICK, "trainer.max_epochs=2", *sigterm, f"paths.data_dir={data_dir}", f"hydra.run.dir={run}"],
+        env=HELPERS,
+    )  # fmt: skip
+    assert proc.returncode == 128 + 15, proc.stderr[-3000:]
+    record = results(run)
+    last = run / "checkpoints" / "last.ckpt"
+    assert record["status"] == "interrupted"
+    assert record["error"] == f"SIGTERM before the end; resume with ckpt_path={last}"
+    assert record["wall_time_s"] > 0 and "metrics" not in record
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # the epoch that finished
+
+
 def test_a_sweep_with_a_failed_job_exits_non_zero_after_every_job(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
     proc = run_module(
