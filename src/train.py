@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import time
 import traceback
 from dataclasses import dataclass
@@ -217,7 +216,7 @@ def main(cfg: DictConfig) -> float:
             record["wall_time_s"] = round(time.perf_counter() - start, 1)
             _write_results(output_dir, record)
             log.error("job stopped by SIGTERM (%s)", resume)
-        raise SystemExit(128 + signal.SIGTERM) from None
+        raise SystemExit(cli.EXIT_SIGTERM) from None
     except Exception as error:
         if not is_rank_zero:
             raise

@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,25 @@ def test_a_job_stopped_by_sigterm_exits_143_and_says_where_to_resume(tmp_path, d
     assert record["error"] == f"SIGTERM before the end; resume with ckpt_path={last}"
     assert record["wall_time_s"] > 0 and "metrics" not in record
     assert torch.load(last, weights_only=True)["epoch"] == 0  # the epoch that finished
+
+
+def test_an_entry_point_stopped_by_sigterm_exits_143_not_0(capsys):
+    """src.eval, src.predict and src.proposals run through cli.run as src.train does: when
+    Lightning turns SIGTERM into its bare SystemExit (status 0), the command exits 143."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from src.training import cli
+
+    def stopped():
+        raise SIGTERMException
+
+    with pytest.raises(SystemExit) as stop:
+        cli.run(stopped)
+    assert stop.value.code == 143
+    assert capsys.readouterr().err == "stopped by SIGTERM before the end\n"
+    with pytest.raises(SystemExit) as finished:  # any other exit is left as it was
+        cli.run(lambda: sys.exit(0))
+    assert finished.value.code == 0
 
 
 def test_a_sweep_with_a_failed_job_exits_non_zero_after_every_job(tmp_path, data_dir):

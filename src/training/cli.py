@@ -9,6 +9,7 @@ who typed ``trainer.max_epochs=abc`` needs one line: the key, the value, what is
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import types
 import typing
@@ -19,10 +20,12 @@ from typing import Any
 from hydra._internal import utils as hydra_utils
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from src.training.config import ConfigError
 
 EXIT_CONFIG_ERROR = 2
+EXIT_SIGTERM = 128 + signal.SIGTERM
 
 
 def describe_type(annotation: Any) -> str:
@@ -81,7 +84,17 @@ def one_line(error: BaseException) -> str | None:
 
 
 def run(entry: Callable[[], Any]) -> Any:
-    """Run a ``@hydra.main`` function, printing configuration errors as one line (exit 2)."""
+    """Run a ``@hydra.main`` function, printing configuration errors as one line (exit 2), and
+    exiting 143 (128 + SIGTERM) when Lightning stopped it on SIGTERM."""
+    try:
+        return _run(entry)
+    except SIGTERMException:
+        # Lightning raises a bare SystemExit on SIGTERM: status 0, as if the command had finished
+        sys.stderr.write("stopped by SIGTERM before the end\n")
+        raise SystemExit(EXIT_SIGTERM) from None
+
+
+def _run(entry: Callable[[], Any]) -> Any:
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         return entry()
     report = hydra_utils.run_and_report
