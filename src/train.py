@@ -206,8 +206,8 @@ def main(cfg: DictConfig) -> float:
         record["timing"] = result.timing
         record["machine"] = result.machine  # the report tells a seed rerun elsewhere by it
     except SIGTERMException:
-        # Lightning turns SIGTERM (a scheduler's preemption, `timeout`, `kill`) into a bare
-        # SystemExit, status 0: the job would pass for finished with no results.json
+        # SIGTERM (a scheduler's preemption, `timeout`, `kill`): Lightning stops at the next
+        # step; without this record the job would leave no results.json
         if is_rank_zero:
             last = output_dir / "checkpoints" / "last.ckpt"
             resume = f"resume with ckpt_path={last}" if last.is_file() else "no checkpoint yet"
@@ -216,7 +216,7 @@ def main(cfg: DictConfig) -> float:
             record["wall_time_s"] = round(time.perf_counter() - start, 1)
             _write_results(output_dir, record)
             log.error("job stopped by SIGTERM (%s)", resume)
-        raise SystemExit(cli.EXIT_SIGTERM) from None
+        raise  # cli.run turns it into exit status 143, as for every entry point
     except Exception as error:
         if not is_rank_zero:
             raise

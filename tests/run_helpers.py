@@ -76,6 +76,13 @@ def results(job_dir: Path) -> dict:
     return json.loads((job_dir / "results.json").read_text())
 
 
+def helper_callback(name: str, cls: str, **kwargs) -> list[str]:
+    """Overrides adding ``run_helpers.<cls>(**kwargs)`` as callback ``name`` to a run started by
+    ``run_module(..., env=HELPERS)`` (tests/ on its PYTHONPATH)."""
+    return [f"+callbacks.{name}._target_=run_helpers.{cls}",
+            *(f"+callbacks.{name}.{k}={v}" for k, v in kwargs.items())]  # fmt: skip
+
+
 class StopAfterEpochs:
     """A Lightning callback that interrupts training after ``epochs`` epochs, like a preempted
     job: the schedule still plans for max_epochs, and last.ckpt is the mid-run checkpoint."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import REPO, TINY, compose_train, results, run_module
+from run_helpers import REPO, TINY, compose_train, helper_callback, results, run_module
 
 from src.train import strict_json, train
 from src.training.checkpoints import CheckpointError, load_checkpoint
@@ -106,10 +106,7 @@ def test_a_diverging_run_stops_at_the_step_fails_and_writes_strict_json(tmp_path
 
 def test_a_run_that_diverges_later_keeps_its_last_finite_checkpoint(tmp_path, data_dir):
     run = tmp_path / "run"
-    poison = [
-        "+callbacks.poison._target_=run_helpers.PoisonLearningRate",
-        "+callbacks.poison.epoch=1",
-    ]
+    poison = helper_callback("poison", "PoisonLearningRate", epoch=1)
     proc = run_module(
         "src.train",
         [*QUICK, "trainer.max_epochs=3", *poison, f"paths.data_dir={data_dir}",
@@ -139,7 +136,7 @@ def test_resuming_in_the_same_folder_keeps_the_history(tmp_path, data_dir):
     run = tmp_path / "run"
     common = [*QUICK, "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
               f"paths.data_dir={data_dir}", f"hydra.run.dir={run}"]  # fmt: skip
-    stop = ["+callbacks.stop._target_=run_helpers.StopAfterEpochs", "+callbacks.stop.epochs=1"]
+    stop = helper_callback("stop", "StopAfterEpochs", epochs=1)
     first = run_module("src.train", [*common, *stop], env=HELPERS)
     assert first.returncode == 0, first.stderr[-3000:]
     # quiet logs: no product tips, no third-party deprecation repeated per batch
@@ -177,10 +174,7 @@ def test_resuming_in_the_same_folder_keeps_the_history(tmp_path, data_dir):
 def test_a_job_stopped_by_sigterm_exits_143_and_says_where_to_resume(tmp_path, data_dir):
     """Lightning alone exits 0 on SIGTERM and writes nothing: a preempted job looked finished."""
     run = tmp_path / "run"
-    sigterm = [
-        "+callbacks.sigterm._target_=run_helpers.SigtermAtEpoch",
-        "+callbacks.sigterm.epoch=1",
-    ]
+    sigterm = helper_callback("sigterm", "SigtermAtEpoch", epoch=1)
     proc = run_module(
         "src.train",
         [*QUICK, "trainer.max_epochs=2", *sigterm, f"paths.data_dir={data_dir}", f"hydra.run.dir={run}"],

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import ConfigCompositionException, HydraException
 from pytorch_lightning.callbacks import ModelCheckpoint
-from run_helpers import TINY, compose_train, run_module
+from run_helpers import TINY, compose_train, helper_callback, run_module
 from torchvision.models import resnet50
 
 from src.train import best_checkpoint, train
@@ -227,7 +227,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, data_dir):
     straight = tmp_path / "straight"
     m_straight = train(compose_train([*common, "trainer.max_epochs=2"], straight, data_dir)).metrics
     first = tmp_path / "first"
-    interrupt = ["+callbacks.stop._target_=run_helpers.StopAfterEpochs", "+callbacks.stop.epochs=1"]
+    interrupt = helper_callback("stop", "StopAfterEpochs", epochs=1)
     train(compose_train([*common, "trainer.max_epochs=2", *interrupt], first, data_dir))
     resumed = tmp_path / "resumed"
     m_resumed = train(

@@ -404,8 +404,10 @@ def _unmatched_markdown(cells: list[Cell], mine: list[Cell]) -> list[str]:
         if cell.row == "c" or reference_cell(cells, cell) is not None:
             continue
         # among (c)s that differ alike (say, one per machine), the one with most seeds
-        nearest = min(fpns, key=lambda c: (len(differing_settings(cell, c)), -len(c.ok)))
-        keys = differing_settings(cell, nearest)
+        nearest, keys = min(
+            ((c, differing_settings(cell, c)) for c in fpns),
+            key=lambda p: (len(p[1]), -len(p[0].ok)),
+        )
         shown = ", ".join(f"`{k}`" for k in keys[:6])
         shown += f" and {len(keys) - 6} more" if len(keys) > 6 else ""
         label, nearest_label = (f" `{c.label}`" if c.label else "" for c in (cell, nearest))
